@@ -1,0 +1,784 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: rk contributors
+# MIT License (see pyproject.toml)
+"""Start, stop and inspect named Jupyter kernels on this host, each in one call."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: rk_kernel
+short_description: Start, stop and inspect named Jupyter kernels that outlive the SSH session
+description:
+  - Manages named IPython (or Spyder) kernels of the connecting user on the target host.
+  - Every action is one module call, so one SSH round trip.
+  - The kernel runs detached (own session, stdin from C(/dev/null), output to C(kernel.log)),
+    so it survives the end of the SSH connection and C(SIGHUP).
+  - State lives in C(<state_root>/<hostname>/<name>/) (0700) beside a C(.lock) file that
+    serialises every change on this host; C(kernel.json) (0600) is the connection file.
+  - The HMAC key is generated here, written only to C(kernel.json), and never returned.
+  - Pure standard library; runs on any Python 3.7+ of the host, which need not be the
+    interpreter that runs the kernel.
+version_added: "0.1.0"
+options:
+  name:
+    description:
+      - Kernel name, C(^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$).
+      - Required for O(state=started); for O(state=stopped) unless O(all=true);
+        omit it with O(state=status) to list every kernel of this host.
+    type: str
+  state:
+    description:
+      - V(started) starts the kernel unless it is alive (a dead one is cleaned up and started anew).
+      - V(stopped) stops it (SIGTERM to its whole process tree and session, SIGKILL after
+        O(stop_timeout)) and removes its directory.
+      - V(status) reports V(alive), V(starting), V(dead) or V(absent); never changes anything.
+    type: str
+    choices: [started, stopped, status]
+    default: started
+  all:
+    description: With O(state=stopped) or O(state=status), act on every kernel of this host.
+    type: bool
+    default: false
+  python:
+    description: Interpreter that runs the kernel (a path, or a command looked up in C(PATH)).
+    type: str
+    default: python3
+  state_root:
+    description: Root of rk's state; the host name level is added below it.
+    type: path
+    default: ~/.local/state/rk
+  spyder:
+    description: Run C(spyder_kernels.console) instead of C(ipykernel_launcher).
+    type: bool
+    default: false
+  env:
+    description: Environment variables added for the kernel; keys must be identifiers.
+    type: dict
+    default: {}
+  gpus:
+    description:
+      - GPU indices or UUIDs exported as C(CUDA_VISIBLE_DEVICES).
+      - Omitted, the variable is inherited; an empty list hides every GPU.
+    type: list
+    elements: str
+  cwd:
+    description: Working directory of the kernel; the user's home when omitted.
+    type: path
+  extra_args:
+    description: Arguments appended to the kernel command line (no shell is involved).
+    type: list
+    elements: str
+    default: []
+  start_timeout:
+    description: Seconds to wait for the kernel to bind its ports.
+    type: float
+    default: 30
+  stop_timeout:
+    description: Seconds to wait after SIGTERM before SIGKILL.
+    type: float
+    default: 10
+notes:
+  - Supports check mode; O(state=status) runs even in check mode.
+  - Linux only (reads C(/proc)).
+author: rk contributors
+"""
+
+EXAMPLES = r"""
+- name: Start kernel "train" with the rk venv's Python on GPU 0
+  rk_kernel:
+    name: train
+    python: ~/.local/share/rk/venv/bin/python
+    gpus: ["0"]
+  register: __rk_kernel_result
+
+- name: List the kernels of this host
+  rk_kernel:
+    state: status
+
+- name: Stop every kernel of this host
+  rk_kernel:
+    state: stopped
+    all: true
+"""
+
+RETURN = r"""
+kernels:
+  description:
+    - The kernels acted on, by name. Never contains the HMAC key.
+  returned: always
+  type: dict
+  contains:
+    state:
+      description: >-
+        V(alive), V(starting) (alive, ports not bound yet), V(dead), V(absent), V(stopped)
+        (just stopped by this call), or in check mode the state found.
+      type: str
+    name: {description: Kernel name., type: str}
+    pid: {description: Kernel process id (null when absent)., type: int}
+    started_at: {description: Start time, ISO 8601 UTC., type: str}
+    uptime_s: {description: Seconds since start (null unless alive)., type: float}
+    python: {description: Absolute path of the kernel's interpreter., type: str}
+    rss_bytes: {description: Resident memory of the kernel process (null unless alive)., type: int}
+    gpu_mem_mib:
+      description: GPU memory of the kernel's process tree; null without C(nvidia-smi).
+      type: int
+    connection_file: {description: Path of C(kernel.json) on the host., type: str}
+    hostname: {description: The host's own name (the state directory level)., type: str}
+    ports:
+      description: Ports, keys C(shell), C(iopub), C(stdin), C(control), C(hb).
+      type: dict
+    ip: {description: Address the kernel binds (127.0.0.1)., type: str}
+    transport: {description: ZeroMQ transport (tcp)., type: str}
+    spyder: {description: Whether it is a Spyder kernel., type: bool}
+    changed: {description: Whether this call changed this kernel., type: bool}
+  sample:
+    train:
+      state: alive
+      name: train
+      pid: 4242
+      started_at: "2024-05-01T10:00:00+00:00"
+      uptime_s: 12.5
+      python: /home/ana/.local/share/rk/venv/bin/python
+      rss_bytes: 61440000
+      gpu_mem_mib: null
+      connection_file: /home/ana/.local/state/rk/gpu1/train/kernel.json
+      hostname: gpu1
+      ports: {shell: 40001, iopub: 40002, stdin: 40003, control: 40004, hb: 40005}
+      ip: 127.0.0.1
+      transport: tcp
+      spyder: false
+      changed: true
+"""
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PORT_NAMES = ("shell", "iopub", "stdin", "control", "hb")
+KERNEL_IP = "127.0.0.1"
+# Variables that tie a kernel to a parent process or a front end; a detached kernel must not
+# inherit them from whatever started Ansible.
+PARENT_ENV = ("JPY_PARENT_PID", "JPY_INTERRUPT_EVENT", "JPY_SESSION_NAME")
+# The kernel and its tree get this long to die after SIGKILL (D state, slow exit).
+KILL_GRACE_S = 5.0
+POLL_S = 0.05
+LOG_TAIL_BYTES = 4000
+
+ARGUMENT_SPEC = dict(
+    name=dict(type="str"),
+    state=dict(type="str", default="started", choices=["started", "stopped", "status"]),
+    all=dict(type="bool", default=False),
+    python=dict(type="str", default="python3"),
+    state_root=dict(type="path", default="~/.local/state/rk"),
+    spyder=dict(type="bool", default=False),
+    env=dict(type="dict", default={}),
+    gpus=dict(type="list", elements="str"),
+    cwd=dict(type="path"),
+    extra_args=dict(type="list", elements="str", default=[]),
+    start_timeout=dict(type="float", default=30.0),
+    stop_timeout=dict(type="float", default=10.0),
+)
+
+
+class KernelError(Exception):
+    """A failure explained in one readable message (becomes fail_json's msg)."""
+
+
+# ---------------------------------------------------------------- processes (/proc)
+
+
+def read_stat(pid):
+    """Fields of /proc/<pid>/stat we use, or None when the process is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except (IOError, OSError):
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(")") + 2:].split()
+    return {
+        "state": fields[0],
+        "ppid": int(fields[1]),
+        "pgid": int(fields[2]),
+        "sid": int(fields[3]),
+        "starttime": int(fields[19]),
+    }
+
+
+def boot_id():
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def running(st):
+    """A zombie has exited; it only waits to be reaped."""
+    return st is not None and st["state"] not in ("Z", "X", "x")
+
+
+def all_processes():
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = read_stat(int(entry))
+            if running(st):
+                procs[int(entry)] = st
+    return procs
+
+
+def same_process(pid, starttime, boot):
+    """True when pid is still the process recorded (guards against pid reuse)."""
+    st = read_stat(pid)
+    return running(st) and st["starttime"] == starttime and boot == boot_id()
+
+
+def descendants(roots, procs):
+    children = {}
+    for pid, st in procs.items():
+        children.setdefault(st["ppid"], []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def reap(pids):
+    """Collect exit status of our own children (only when called in-process, as in tests)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except OSError:
+            pass
+
+
+def kernel_tree(record):
+    """Processes that belong to a recorded kernel: {pid: starttime}.
+
+    The kernel leads its own session, and its descendants may make their own process groups
+    or sessions (DataLoader workers), so we take the session, the group and the ppid tree.
+    While a process still has the session id S, Linux does not hand out pid S again, so
+    when the leader is gone every process of session S started after it is a leftover of it.
+    When pid S is alive but is another process (reuse), nothing is ours.
+    """
+    pid, starttime = record["pid"], record["starttime"]
+    if record["boot_id"] != boot_id():
+        return {}
+    procs = all_processes()
+    leader = procs.get(pid)
+    if leader is not None and leader["starttime"] != starttime:
+        return {}
+    tree = set(p for p, st in procs.items()
+               if (st["sid"] == pid or st["pgid"] == pid) and st["starttime"] >= starttime)
+    if leader is not None:
+        tree.add(pid)
+    tree |= descendants(tree, procs)
+    return dict((p, procs[p]["starttime"]) for p in tree)
+
+
+def signal_tree(tree, sig):
+    for pid, starttime in tree.items():
+        st = read_stat(pid)
+        if running(st) and st["starttime"] == starttime:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+
+def wait_gone(tree, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        reap(tree)
+        alive = dict((p, t) for p, t in tree.items()
+                     if running(read_stat(p)) and read_stat(p)["starttime"] == t)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(POLL_S)
+
+
+def terminate(record, stop_timeout):
+    """SIGTERM the kernel's tree, SIGKILL what is left after stop_timeout. Returns survivors."""
+    tree = kernel_tree(record)
+    if not tree:
+        return {}
+    signal_tree(tree, signal.SIGTERM)
+    left = wait_gone(tree, stop_timeout)
+    # Children may have forked or left the group meanwhile: look again before SIGKILL.
+    tree.update(kernel_tree(record))
+    for pid, starttime in list(tree.items()):
+        if not running(read_stat(pid)):
+            del tree[pid]
+    if left or tree:
+        signal_tree(tree, signal.SIGKILL)
+    return wait_gone(tree, KILL_GRACE_S)
+
+
+def listening_ports():
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == "0A":  # TCP_LISTEN
+                        ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+        except (IOError, OSError, StopIteration):
+            pass
+    return ports
+
+
+def rss_bytes(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (IOError, OSError):
+        pass
+    return None
+
+
+def gpu_memory_by_pid():
+    """{pid: MiB} from nvidia-smi, or None when there is no usable nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            timeout=10, check=True, universal_newlines=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    usage = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            usage[int(parts[0])] = usage.get(int(parts[0]), 0) + int(parts[1])
+    return usage
+
+
+# ---------------------------------------------------------------- files
+
+
+def host_name():
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
+
+
+def check_private_dir(path):
+    """Refuse a state directory another user could tamper with."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise KernelError("refusing state directory %s: it is a symlink; point state_root "
+                          "(rk_kernel_state_root) at the real directory" % path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise KernelError("refusing state directory %s: it is not a directory" % path)
+    if st.st_uid != os.geteuid():
+        raise KernelError("refusing state directory %s: owned by uid %d, not by you (uid %d)"
+                          % (path, st.st_uid, os.geteuid()))
+    if st.st_mode & 0o022:
+        raise KernelError("refusing state directory %s: group- or world-writable (mode %s); "
+                          "run: chmod 700 %s" % (path, oct(st.st_mode & 0o7777), path))
+
+
+def ensure_private_dir(path):
+    """Create path (and missing parents) 0700 whatever the umask; check it either way."""
+    missing = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    for new in reversed(missing):
+        try:
+            os.mkdir(new, 0o700)
+            os.chmod(new, 0o700)
+        except FileExistsError:
+            pass  # a concurrent call made it; checked below
+    check_private_dir(path)
+
+
+def write_private(path, text):
+    """Create a new 0600 file (never follows or reuses an existing one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path, data):
+    tmp = path + ".tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    write_private(tmp, json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    """Parsed JSON, or None if missing or half written (ipykernel rewrites kernel.json in place)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def host_lock(hostdir, timeout):
+    """Exclusive flock on <hostdir>/.lock; O_CLOEXEC so no kernel ever inherits it."""
+    fd = os.open(os.path.join(hostdir, ".lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise KernelError("another rk call has held %s/.lock for %.0f s; retry later"
+                                      % (hostdir, timeout))
+                time.sleep(POLL_S)
+        yield
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- one kernel
+
+
+class Kernel:
+    """The files of one named kernel: <hostdir>/<name>/{kernel.json,state.json,kernel.log}."""
+
+    def __init__(self, hostdir, name):
+        self.name = name
+        self.dir = os.path.join(hostdir, name)
+        self.connection_file = os.path.join(self.dir, "kernel.json")
+        self.state_file = os.path.join(self.dir, "state.json")
+        self.log_file = os.path.join(self.dir, "kernel.log")
+
+    def exists(self):
+        return os.path.lexists(self.dir)
+
+    def record(self):
+        return read_json(self.state_file)
+
+    def state(self):
+        """(state, record): alive | starting | dead | absent."""
+        if not self.exists():
+            return "absent", None
+        rec = self.record()
+        if not rec or not same_process(rec["pid"], rec["starttime"], rec["boot_id"]):
+            return "dead", rec
+        if 0 in self.ports().values():
+            return "starting", rec
+        return "alive", rec
+
+    def ports(self):
+        info = read_json(self.connection_file) or {}
+        # Only the ports leave this function; the key stays in the file.
+        return dict((p, int(info.get(p + "_port") or 0)) for p in PORT_NAMES)
+
+    def info(self, state, rec, changed, gpu_usage=None):
+        alive = state in ("alive", "starting")
+        pid = rec.get("pid") if rec else None
+        started = rec.get("started_at") if rec else None
+        gpu = None
+        if alive and gpu_usage is not None:
+            gpu = sum(gpu_usage.get(p, 0) for p in kernel_tree(rec))
+        return {
+            "state": state,
+            "name": self.name,
+            "pid": pid,
+            "started_at": iso(started),
+            "uptime_s": round(time.time() - started, 1) if alive and started else None,
+            "python": rec.get("python") if rec else None,
+            "rss_bytes": rss_bytes(pid) if alive else None,
+            "gpu_mem_mib": gpu,
+            "connection_file": self.connection_file if state != "absent" else None,
+            "hostname": host_name(),
+            "ports": self.ports() if alive else None,
+            "ip": KERNEL_IP,
+            "transport": "tcp",
+            "spyder": bool(rec.get("spyder")) if rec else None,
+            "changed": changed,
+        }
+
+    def remove(self, record, stop_timeout):
+        survivors = terminate(record, stop_timeout) if record else {}
+        if survivors:
+            raise KernelError("kernel %r: processes %s survived SIGKILL (stuck in the kernel, "
+                              "state D?); not removing %s"
+                              % (self.name, sorted(survivors), self.dir))
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def iso(ts):
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def resolve_python(python):
+    path = shutil.which(os.path.expanduser(python))
+    if not path:
+        raise KernelError("python %r not found on %s (PATH=%s); install it or set "
+                          "rk_kernel_python" % (python, host_name(), os.environ.get("PATH", "")))
+    return os.path.abspath(path)
+
+
+def kernel_env(params):
+    env = dict(os.environ)
+    for key in PARENT_ENV:
+        env.pop(key, None)
+    for key, value in (params["env"] or {}).items():
+        env[key] = "" if value is None else str(value)
+    if params["gpus"] is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g).strip() for g in params["gpus"])
+    return env
+
+
+def scrub(text, key):
+    text = text.replace(key, "<key>")
+    return re.sub(r"\b[0-9a-fA-F-]{32,}\b", "<hex>", text)
+
+
+def log_tail(kernel, key):
+    try:
+        with open(kernel.log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+            return scrub(f.read().decode("utf-8", "replace"), key).strip()
+    except (IOError, OSError):
+        return ""
+
+
+def start_hint(tail, params):
+    if "No module named" in tail:
+        pkg = "spyder-kernels" if params["spyder"] else "ipykernel"
+        return ("install %s for %s (the rk_python role does it: playbooks/provision.yml)"
+                % (pkg, params["python"]))
+    return ("see %s on the host; raise start_timeout (rk_kernel_start_timeout) if the "
+            "Python is slow to import (network home?)" % "kernel.log")
+
+
+def launch(kernel, params):
+    """Write the connection file, start the kernel detached, wait for its ports."""
+    python = resolve_python(params["python"])
+    cwd = os.path.expanduser(params["cwd"] or "~")
+    if not os.path.isdir(cwd):
+        raise KernelError("cwd %s is not a directory on %s" % (cwd, host_name()))
+    os.mkdir(kernel.dir, 0o700)
+    os.chmod(kernel.dir, 0o700)
+    key = secrets.token_hex(32)
+    # Ports 0: ipykernel binds random free ports itself and rewrites this file (merging
+    # what it found), so no other process can take a port between choosing and binding.
+    connection = dict(("%s_port" % p, 0) for p in PORT_NAMES)
+    connection.update(ip=KERNEL_IP, key=key, transport="tcp", signature_scheme="hmac-sha256",
+                      kernel_name="python3")
+    write_private(kernel.connection_file, json.dumps(connection, indent=2))
+    entry = "spyder_kernels.console" if params["spyder"] else "ipykernel_launcher"
+    argv = [python, "-m", entry, "-f", kernel.connection_file] + list(params["extra_args"])
+    logfd = os.open(kernel.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                    0o600)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfd,
+                                stderr=subprocess.STDOUT, close_fds=True,
+                                start_new_session=True, cwd=cwd, env=kernel_env(params))
+    finally:
+        os.close(logfd)
+    st = read_stat(proc.pid)
+    record = {
+        "pid": proc.pid,
+        "pgid": proc.pid,
+        "starttime": st["starttime"] if st else None,
+        "boot_id": boot_id(),
+        "cmdline": argv,
+        "python": python,
+        "started_at": time.time(),
+        "name": kernel.name,
+        "spyder": params["spyder"],
+    }
+    write_json_atomic(kernel.state_file, record)
+    problem = wait_ready(kernel, proc, params["start_timeout"])
+    if problem:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(KILL_GRACE_S)
+        tail = log_tail(kernel, key)
+        if record["starttime"] is not None:
+            terminate(record, 0)
+        shutil.rmtree(kernel.dir, ignore_errors=True)
+        raise KernelError("kernel %r on %s %s.\n--- kernel.log (tail) ---\n%s\n---\nhint: %s"
+                          % (kernel.name, host_name(), problem, tail or "(empty)",
+                             start_hint(tail, params)))
+    return record
+
+
+def wait_ready(kernel, proc, timeout):
+    """None once the ports are bound and listening, else what went wrong."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = proc.poll()
+        if code is not None:
+            return "exited with code %d while starting" % code
+        ports = kernel.ports()
+        if 0 not in ports.values() and set(ports.values()) <= listening_ports():
+            return None
+        if time.monotonic() >= deadline:
+            return "did not bind its ports within %g s (start_timeout)" % timeout
+        time.sleep(POLL_S)
+
+
+# ---------------------------------------------------------------- actions
+
+
+def validate(params):
+    name = params.get("name")
+    if name is not None and not NAME_RE.match(name):
+        raise KernelError("invalid kernel name %r: use 1-64 letters, digits, '_', '.', '-', "
+                          "starting with a letter or digit" % name)
+    if params["state"] == "started" and name is None:
+        raise KernelError("state=started needs a kernel name")
+    if params["state"] == "stopped" and name is None and not params["all"]:
+        raise KernelError("state=stopped needs a kernel name or all=true")
+    if name is not None and params["all"]:
+        raise KernelError("give either name or all=true, not both")
+    for key in params["env"] or {}:
+        if not ENV_KEY_RE.match(str(key)):
+            raise KernelError("invalid environment variable name %r" % (key,))
+    for knob in ("start_timeout", "stop_timeout"):
+        if not params[knob] > 0:
+            raise KernelError("%s must be positive, got %r" % (knob, params[knob]))
+
+
+def with_defaults(params):
+    full = dict((k, spec.get("default")) for k, spec in ARGUMENT_SPEC.items())
+    full.update((k, v) for k, v in params.items() if v is not None)
+    return full
+
+
+def host_dir(params):
+    return os.path.join(os.path.expanduser(params["state_root"]), host_name())
+
+
+def kernel_names(hostdir):
+    if not os.path.isdir(hostdir):
+        return []
+    return sorted(n for n in os.listdir(hostdir)
+                  if NAME_RE.match(n) and os.path.isdir(os.path.join(hostdir, n))
+                  and not os.path.islink(os.path.join(hostdir, n)))
+
+
+def lock_timeout(params):
+    # Long enough for the holder to finish a start or a stop of every kernel.
+    return params["start_timeout"] + params["stop_timeout"] + 2 * KILL_GRACE_S + 30
+
+
+def start(params, check_mode):
+    hostdir = host_dir(params)
+    kernel = Kernel(hostdir, params["name"])
+    state, rec = kernel.state()
+    if state == "alive":
+        return {kernel.name: kernel.info(state, rec, False, gpu_memory_by_pid())}
+    if check_mode:
+        return {kernel.name: kernel.info(state, rec, state != "starting")}
+    # "starting" means another call is launching it: wait for its lock, then look again.
+    ensure_private_dir(hostdir)
+    with host_lock(hostdir, lock_timeout(params)):
+        # Look again under the lock: a concurrent call may have started it meanwhile.
+        if kernel.exists():
+            check_private_dir(kernel.dir)
+        state, rec = kernel.state()
+        if state in ("alive", "starting"):
+            return {kernel.name: kernel.info(state, rec, False, gpu_memory_by_pid())}
+        if state == "dead":
+            kernel.remove(rec, params["stop_timeout"])
+        rec = launch(kernel, params)
+        return {kernel.name: kernel.info("alive", rec, True, gpu_memory_by_pid())}
+
+
+def stop(params, check_mode):
+    hostdir = host_dir(params)
+    names = kernel_names(hostdir) if params["all"] else [params["name"]]
+    result = {}
+    if check_mode or not any(Kernel(hostdir, n).exists() for n in names):
+        for name in names:
+            kernel = Kernel(hostdir, name)
+            state, rec = kernel.state()
+            result[name] = kernel.info(state, rec, state != "absent")
+        return result
+    check_private_dir(hostdir)
+    with host_lock(hostdir, lock_timeout(params)):
+        for name in names:
+            kernel = Kernel(hostdir, name)
+            state, rec = kernel.state()
+            info = kernel.info(state, rec, state != "absent")
+            if state != "absent":
+                check_private_dir(kernel.dir)
+                kernel.remove(rec, params["stop_timeout"])
+                info.update(state="stopped", uptime_s=None, rss_bytes=None, gpu_mem_mib=None,
+                            ports=None, connection_file=None)
+            result[name] = info
+    return result
+
+
+def status(params):
+    hostdir = host_dir(params)
+    names = [params["name"]] if params["name"] else kernel_names(hostdir)
+    gpu_usage = gpu_memory_by_pid() if names else None
+    result = {}
+    for name in names:
+        kernel = Kernel(hostdir, name)
+        state, rec = kernel.state()
+        result[name] = kernel.info(state, rec, False, gpu_usage)
+    return result
+
+
+def run(params, check_mode=False):
+    """Do one action. Returns {'changed': bool, 'kernels': {name: info}}; raises KernelError."""
+    params = with_defaults(params)
+    validate(params)
+    action = {"started": start, "stopped": stop}.get(params["state"])
+    kernels = action(params, check_mode) if action else status(params)
+    return {"changed": any(k["changed"] for k in kernels.values()), "kernels": kernels}
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        result = run(module.params, module.check_mode)
+    except KernelError as exc:
+        module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
