@@ -1,0 +1,5 @@
+import sys
+
+from rk.cli import main
+
+sys.exit(main())

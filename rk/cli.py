@@ -1,0 +1,230 @@
+"""The `rk` command line: parse arguments, call rk.api, print. No work happens here.
+
+Keep imports light: `rk --help` must not import Ansible or jupyter_client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rk import __version__
+from rk.exitcodes import ExitCode
+
+EPILOG = """exit codes: 0 ok, 1 failure, 2 usage error, 3 partial (some hosts failed),
+4 unreachable (no host answered), 130 interrupted"""
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-i", "--inventory", action="append", default=[], metavar="PATH",
+        help="Ansible inventory (INI or YAML file, or directory); repeatable. "
+        "Default: $RK_INVENTORY, ./inventory/, ~/.config/rk/inventory.yml",
+    )
+    parent.add_argument("--json", action="store_true", help="print one JSON document (schema 1) on stdout")
+    parent.add_argument("-v", "--verbose", action="count", default=0, help="stream Ansible's output to stderr (-vvv: more)")
+    parent.add_argument("--debug", action="store_true", help="show tracebacks")
+    parent.add_argument("--keep-artifacts", action="store_true", help="keep ansible-runner's private data dir and print its path")
+    parent.add_argument(
+        "--accept-new-host-keys", action="store_true",
+        help="trust a host's SSH key the first time it is seen (default: unknown hosts are refused)",
+    )
+    return parent
+
+
+def _hosts(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--host", action="append", dest="hosts", required=required, metavar="HOST",
+        help="inventory host, group or pattern, user@host[:port], an ssh alias, or localhost; repeatable"
+        + ("" if required else ". Default: every inventory host"),
+    )
+
+
+def _name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default="default", help="kernel name (default: %(default)s)")
+
+
+def _add_up(sub, common) -> None:
+    p = sub.add_parser("up", parents=[common], help="provision if needed, start or reuse a kernel, fetch its file")
+    _hosts(p, required=True)
+    _name(p)
+    p.add_argument("--spyder", action="store_true", help="a spyder-kernels kernel, for Spyder's variable explorer and debugger")
+    p.add_argument("--python", metavar="PATH", help="use this interpreter on the host as it is (it must have ipykernel)")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable for the kernel; repeatable")
+    p.add_argument("--cwd", metavar="DIR", help="working directory of the kernel on the host")
+    p.add_argument("--gpus", metavar="0,1", help="CUDA_VISIBLE_DEVICES for the kernel")
+    p.add_argument("--packages", metavar="A,B", default="", help="extra pip packages for the environment (numpy,torch)")
+
+
+def _cmd_up(args, options):
+    from rk import api
+
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise _usage(f"--env wants K=V, got {item!r}")
+        env[key] = value
+    kernel = api.KernelSpec(
+        name=args.name, spyder=args.spyder, python=args.python, env=env, cwd=args.cwd, gpus=args.gpus,
+        packages=[p for p in args.packages.split(",") if p],
+    )
+    return api.up(args.hosts, kernel, options)
+
+
+def _add_fetch(sub, common) -> None:
+    p = sub.add_parser("fetch", parents=[common], help="copy a running kernel's connection file here")
+    _hosts(p, required=False)
+    _name(p)
+
+
+def _cmd_fetch(args, options):
+    from rk import api
+
+    return api.fetch(args.hosts, args.name, options)
+
+
+def _add_stop(sub, common) -> None:
+    p = sub.add_parser("stop", parents=[common], help="stop a kernel and remove its connection files")
+    _hosts(p, required=False)
+    _name(p)
+    p.add_argument("--all", action="store_true", dest="all_kernels", help="stop every kernel on the hosts")
+
+
+def _cmd_stop(args, options):
+    from rk import api
+
+    return api.stop(args.hosts, args.name, args.all_kernels, options)
+
+
+def _add_status(sub, common) -> None:
+    p = sub.add_parser("status", parents=[common], help="kernels on the hosts, and stale local files")
+    _hosts(p, required=False)
+
+
+def _cmd_status(args, options):
+    from rk import api
+
+    return api.status(args.hosts, options)
+
+
+def _add_provision(sub, common) -> None:
+    p = sub.add_parser("provision", parents=[common], help="ensure Python and ipykernel on the hosts; start nothing")
+    _hosts(p, required=False)
+    p.add_argument("--spyder", action="store_true", help="also install spyder-kernels")
+    p.add_argument("--python", metavar="PATH", help="check this interpreter instead of making rk's venv")
+    p.add_argument("--packages", metavar="A,B", default="", help="extra pip packages")
+
+
+def _cmd_provision(args, options):
+    from rk import api
+
+    return api.provision(args.hosts, args.python, args.spyder, [p for p in args.packages.split(",") if p], options)
+
+
+def _add_hosts(sub, common) -> None:
+    p = sub.add_parser("hosts", parents=[common], help="what the inventory resolves to (contacts no host)")
+    _hosts(p, required=False)
+
+
+def _cmd_hosts(args, options):
+    from rk import api
+
+    return api.hosts(args.hosts, options)
+
+
+COMMANDS = {
+    "up": (_add_up, _cmd_up),
+    "fetch": (_add_fetch, _cmd_fetch),
+    "stop": (_add_stop, _cmd_stop),
+    "status": (_add_status, _cmd_status),
+    "provision": (_add_provision, _cmd_provision),
+    "hosts": (_add_hosts, _cmd_hosts),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rk", description="Run Jupyter kernels on remote servers over SSH.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rk {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common()
+    for add, _ in COMMANDS.values():
+        add(sub, common)
+    return parser
+
+
+def _usage(message: str) -> Exception:
+    from rk.errors import UsageError
+
+    return UsageError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version exit 0, bad usage exits 2
+        return int(exc.code or 0)
+    return _run(args)
+
+
+def _run(args) -> int:
+    from rk import render
+    from rk.commands.base import CommandResult, Options
+    from rk.errors import RkError
+
+    progress = render.Progress(enabled=not args.verbose)
+    options = Options(
+        inventory=args.inventory,
+        verbosity=args.verbose,
+        keep_artifacts=args.keep_artifacts,
+        accept_new_host_keys=args.accept_new_host_keys,
+        on_task=progress.task,
+        on_output=(lambda text: print(text, file=sys.stderr, flush=True)) if args.verbose else None,
+    )
+    try:
+        with progress:
+            result = COMMANDS[args.command][1](args, options)
+    except KeyboardInterrupt:
+        print("rk: interrupted; `rk status` shows what is running", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except RkError as exc:
+        if args.debug:
+            raise
+        hint = f" (hint: {exc.hint})" if exc.hint else ""
+        print(f"rk: {exc.message}{hint}", file=sys.stderr)
+        if args.json:
+            render.print_json(CommandResult(command=args.command), error=exc)
+        return exc.exit_code
+    _print(args, result)
+    return result.exit_code
+
+
+def _print(args, result) -> None:
+    from rk import render
+
+    if args.json:
+        render.print_json(result)
+    elif args.command == "hosts":
+        rows = [
+            [h.host, h.connect["address"], h.connect["port"] or "", h.connect["user"] or "", h.connect["connection"],
+             ",".join(h.connect["groups"])]
+            for h in result.hosts
+        ]
+        print(render.table(rows, ["HOST", "ADDRESS", "PORT", "USER", "CONNECTION", "GROUPS"]))
+    else:
+        print(render.table(render.kernel_rows(result), render.KERNEL_HEADER))
+        if args.command in ("up", "fetch"):
+            for host in result.hosts:
+                text = render.connect_instructions(host)
+                if text:
+                    print(text)
+    render.print_failures(result)
+    if result.artifacts:
+        print(f"rk: ansible-runner artifacts kept in {result.artifacts}", file=sys.stderr)
+    if result.interrupted:
+        print("rk: interrupted; `rk status` shows what is running", file=sys.stderr)

@@ -1,0 +1,26 @@
+"""rk status: every kernel on the hosts, and local connection files whose kernel is gone."""
+
+from __future__ import annotations
+
+from rk import paths
+from rk.commands import base
+
+
+def status(hosts: list[str] | None, options: base.Options | None = None) -> base.CommandResult:
+    options = options or base.Options()
+    selection = base.resolve(hosts, options)
+    result, data = base.run("status", selection, {"rk_kernel_all": True}, options, "status")
+    base.kernels_of(data, selection, result)
+    for inventory_name, host in zip(selection.limit, result.hosts):
+        local = paths.local_connection_files(inventory_name)
+        seen = set()
+        for kernel in host.kernels:
+            seen.add(kernel["name"])
+            if kernel["name"] in local:
+                kernel["local_file"] = str(local[kernel["name"]])
+                kernel["local_stale"] = kernel.get("state") != "alive"
+        if host.status == "ok":
+            # A local file with no kernel behind it: left by a stop that could not reach the host.
+            for name in sorted(set(local) - seen):
+                host.kernels.append({"name": name, "state": "absent", "local_file": str(local[name]), "local_stale": True})
+    return result

@@ -1,0 +1,25 @@
+"""rk stop: stop a kernel (or all of a host's) and remove its connection files."""
+
+from __future__ import annotations
+
+from rk import paths
+from rk.commands import base
+
+
+def stop(
+    hosts: list[str] | None, name: str = "default", all_kernels: bool = False, options: base.Options | None = None
+) -> base.CommandResult:
+    options = options or base.Options()
+    base.check_name(name)
+    selection = base.resolve(hosts, options)
+    extravars = {"rk_kernel_name": name, "rk_kernel_all": all_kernels}
+    result, data = base.run("stop_kernel", selection, extravars, options, "stop")
+    base.kernels_of(data, selection, result)
+    for inventory_name, host in zip(selection.limit, result.hosts):
+        if host.status != "ok":
+            continue  # the kernel may still run there: keep its local file
+        local = paths.local_connection_files(inventory_name)
+        for kernel in local if all_kernels else [name]:
+            if kernel in local:
+                local[kernel].unlink(missing_ok=True)
+    return result

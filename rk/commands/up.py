@@ -1,0 +1,62 @@
+"""rk up: provision if needed, start (or reuse) a kernel, fetch its connection file."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rk import paths
+from rk.commands import base
+from rk.commands.fetch import check_local_files
+from rk.errors import UsageError
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GPUS = re.compile(r"^(all|none|\d+(,\d+)*)$")
+
+
+@dataclass
+class KernelSpec:
+    name: str = "default"
+    spyder: bool = False
+    python: str | None = None  # an existing interpreter, used as it is
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    gpus: str | None = None
+    packages: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        base.check_name(self.name)
+        for key in self.env:
+            if not _ENV_KEY.match(key):
+                raise UsageError(f"bad environment variable name {key!r}", "use letters, digits and _")
+        if self.gpus is not None and not _GPUS.match(self.gpus):
+            raise UsageError(f"bad --gpus value {self.gpus!r}", "give device numbers like 0,1")
+
+    def extravars(self) -> dict:
+        extravars = {
+            "rk_kernel_name": self.name,
+            "rk_kernel_spyder": self.spyder,
+            "rk_python_spyder": self.spyder,
+            "rk_kernel_env": self.env,
+            "rk_python_packages": self.packages,
+        }
+        if self.python:
+            extravars["rk_python_interpreter"] = self.python
+        if self.cwd:
+            extravars["rk_kernel_cwd"] = self.cwd
+        if self.gpus is not None:
+            extravars["rk_kernel_gpus"] = self.gpus
+        return extravars
+
+
+def up(hosts: list[str], kernel: KernelSpec | None = None, options: base.Options | None = None) -> base.CommandResult:
+    kernel = kernel or KernelSpec()
+    options = options or base.Options()
+    kernel.validate()
+    selection = base.resolve(hosts, options)
+    fetch_dir = paths.ensure_private_dir(paths.runtime_dir())
+    extravars = kernel.extravars() | {"rk_kernel_fetch_dir": str(fetch_dir)}
+    result, data = base.run("up", selection, extravars, options, "up")
+    base.kernels_of(data, selection, result)
+    check_local_files(result, selection)
+    return result

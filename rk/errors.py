@@ -1,0 +1,57 @@
+"""Errors rk reports as one readable line, and the hints that go with host failures."""
+
+import re
+
+
+class RkError(Exception):
+    """A failure the user can act on; printed as one line, no traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(RkError):
+    exit_code = 2
+
+
+# (pattern in ssh's or Ansible's message, short cause, hint). First match wins.
+_SSH_CAUSES = [
+    (r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for .* has changed",
+     "host key mismatch: the host's SSH key is not the one in known_hosts",
+     "if the host was reinstalled, remove its old key (ssh-keygen -R HOST); otherwise suspect a man in the middle"),
+    (r"No \S+ host key is known|Host key verification failed",
+     "unknown host key: the host is not in known_hosts",
+     "check the fingerprint and connect once with ssh, or pass --accept-new-host-keys to trust it on first use"),
+    (r"Permission denied|Too many authentication failures|no mutual signature",
+     "authentication failed",
+     "check the user and key (ansible_user, ansible_ssh_private_key_file) or load the key into ssh-agent"),
+    (r"Could not resolve hostname|Name or service not known|Temporary failure in name resolution",
+     "unreachable: the host name does not resolve",
+     "check the name, or set ansible_host in the inventory"),
+    (r"Connection refused",
+     "unreachable: connection refused",
+     "is sshd running on that host and port?"),
+    (r"timed out|Connection timed out|No route to host|Network is unreachable|Connection reset|closed by remote host|Broken pipe",
+     "unreachable: the host did not answer",
+     "check the network, VPN or jump host (ProxyJump) to that host"),
+]
+
+
+def explain_unreachable(raw: str) -> tuple[str, str]:
+    """Turn ssh's words about an unreachable host into (cause, hint)."""
+    for pattern, cause, hint in _SSH_CAUSES:
+        if re.search(pattern, raw, re.IGNORECASE):
+            return cause, hint
+    return "unreachable: " + first_line(raw), "try `ssh` to the host by hand to see why"
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line:
+            return line[:limit]
+    return ""

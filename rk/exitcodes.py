@@ -1,0 +1,12 @@
+"""The exit codes of `rk`: documented in the README and stable across releases."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0  # every host did what was asked
+    FAILURE = 1  # every host failed, or rk itself could not run
+    USAGE = 2  # bad flags, bad values, no inventory where one is needed
+    PARTIAL = 3  # some hosts succeeded, others failed or were unreachable
+    UNREACHABLE = 4  # no host could be reached
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)

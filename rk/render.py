@@ -1,0 +1,169 @@
+"""How results look: tables and connection instructions on stdout, progress and errors on stderr."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import threading
+
+from rk.commands.base import CommandResult, HostResult
+
+
+def use_color(stream) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    cells = [header] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def human_duration(seconds) -> str:
+    if seconds is None:
+        return ""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def human_bytes(value) -> str:
+    if value is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return ""
+
+
+def print_json(result: CommandResult, error=None, out=sys.stdout) -> None:
+    """The --json envelope; the same shape whether the command worked or not."""
+    document = result.to_json()
+    if error is not None:
+        document.update(ok=False, exit_code=int(error.exit_code), error={"message": error.message, "hint": error.hint})
+    json.dump(document, out, indent=2, sort_keys=True)
+    out.write("\n")
+
+
+def print_failures(result: CommandResult, err=sys.stderr) -> None:
+    for host in result.hosts:
+        if host.status != "ok":
+            hint = f" (hint: {host.hint})" if host.hint else ""
+            err.write(f"rk: {host.host}: {host.message}{hint}\n")
+
+
+def kernel_rows(result: CommandResult) -> list[list]:
+    rows = []
+    for host in result.hosts:
+        if host.status == "unreachable":
+            rows.append([host.host, "", "unreachable", "", "", "", "", "", ""])
+            continue
+        if host.status != "ok":
+            rows.append([host.host, "", "failed", "", "", "", "", "", ""])
+            continue
+        for k in host.kernels or [{"name": "", "state": "absent"}]:
+            local = k.get("local_file") or ""
+            if local and k.get("local_stale"):
+                local += " (stale)"
+            gpu = k.get("gpu_mem_mib")
+            rows.append(
+                [
+                    host.host,
+                    k.get("name", ""),
+                    k.get("state", ""),
+                    k.get("pid") or "",
+                    human_duration(k.get("uptime_s")),
+                    k.get("python") or "",
+                    human_bytes(k.get("rss_bytes")),
+                    f"{gpu}MiB" if gpu is not None else "",
+                    local,
+                ]
+            )
+    return rows
+
+
+KERNEL_HEADER = ["HOST", "KERNEL", "STATE", "PID", "UPTIME", "PYTHON", "MEMORY", "GPU", "LOCAL FILE"]
+
+
+def connect_instructions(host: HostResult) -> str:
+    lines = []
+    connect = host.connect or {}
+    for k in host.kernels:
+        file = k.get("local_file")
+        if not file:
+            continue
+        lines.append(f"{host.host} / {k['name']}: {file}")
+        if connect.get("connection") == "local":
+            lines.append(f"  jupyter console --existing {file}")
+            continue
+        address = connect.get("address") or host.host
+        user = connect.get("user") or k.get("user") or ""
+        port = connect.get("port") or 22
+        ssh = f"{user}@{address}" if user else address
+        lines.append(f"  jupyter console --existing {file} --ssh {ssh}:{port}")
+        lines.append(
+            "  Spyder, 'Connect to an existing kernel': connection file "
+            f"{file}; hostname {address}; user {user or '(yours)'}; port {port}; "
+            f"key file {connect.get('key') or '(your default key or agent)'}"
+        )
+    return "\n".join(lines)
+
+
+class Progress:
+    """Live per-host step on stderr: one redrawn line on a terminal, plain lines otherwise."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, stream=sys.stderr, enabled: bool = True):
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = stream.isatty()
+        self.steps: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._width = 0
+
+    def __enter__(self):
+        if self.enabled and self.tty:
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+
+    def task(self, host: str, task: str) -> None:
+        if not self.enabled or not task or task == "Gathering Facts":
+            return
+        with self._lock:
+            if self.steps.get(host) == task:
+                return
+            self.steps[host] = task
+            if not self.tty:
+                self.stream.write(f"rk: {host}: {task}\n")
+                self.stream.flush()
+
+    def _spin(self):
+        for frame in itertools.cycle(self.FRAMES):
+            if self._stop.wait(0.1):
+                return
+            with self._lock:
+                text = " | ".join(f"{h}: {t}" for h, t in self.steps.items()) or "starting"
+            width = os.get_terminal_size(self.stream.fileno()).columns - 1 if self.tty else 100
+            line = f"{frame} {text}"[:width]
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+            self.stream.flush()

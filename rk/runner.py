@@ -1,0 +1,177 @@
+"""The only door into Ansible: every ansible-runner call and inventory parse goes through here.
+
+One playbook run = one fresh private data directory (0700) holding the ad hoc inventory and
+ansible-runner's artifacts; it is removed afterwards (artifacts can hold secrets) unless the
+caller asks to keep it. The verdict for each host comes from the final stats, never from
+ansible-playbook's exit code. Data comes back through `set_stats` (artifact_data).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rk import content
+
+# ssh options rk always uses. BatchMode: a password or passphrase prompt would freeze rk, so
+# fail instead. Host key checking is explicit: "ask" (ssh's default) would hang the same way.
+_SSH_BASE_ARGS = "-o ControlMaster=auto -o ControlPersist=120s -o BatchMode=yes -o ServerAliveInterval=15"
+
+
+@dataclass
+class HostOutcome:
+    status: str = "ok"  # ok | failed | unreachable
+    message: str = ""  # the last failure or unreachable message Ansible gave
+    changed: bool = False
+
+
+@dataclass
+class RunResult:
+    hosts: dict[str, HostOutcome] = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # set_stats artifact_data
+    status: str = ""  # ansible-runner's status: successful, failed, canceled, timeout
+    artifacts: Path | None = None  # kept private data dir, when asked for
+
+
+@dataclass
+class RunOptions:
+    inventories: list[Path] = field(default_factory=list)
+    verbosity: int = 0
+    keep_artifacts: bool = False
+    accept_new_host_keys: bool = False
+    # Called with (host, task name) when a host starts a task: progress for humans.
+    on_task: Callable[[str, str], None] | None = None
+    # Called with Ansible's own output text when the user asked for -v.
+    on_output: Callable[[str], None] | None = None
+    # Returns True when the run should stop (Ctrl-C).
+    cancelled: Callable[[], bool] | None = None
+
+
+def ansible_env(accept_new_host_keys: bool = False) -> dict[str, str]:
+    """Environment for ansible-playbook: rk's config, on top of the user's own ANSIBLE_*."""
+    checking = "accept-new" if accept_new_host_keys else "yes"
+    return {
+        "ANSIBLE_CONFIG": str(content.ansible_cfg()),
+        "ANSIBLE_SSH_ARGS": f"{_SSH_BASE_ARGS} -o StrictHostKeyChecking={checking}",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+    }
+
+
+def run_playbook(
+    name: str,
+    *,
+    limit: list[str],
+    extravars: dict,
+    adhoc_hosts: dict[str, dict] | None = None,
+    options: RunOptions,
+) -> RunResult:
+    """Run playbooks/<name>.yml over `limit` and return per-host outcomes and set_stats data."""
+    import ansible_runner  # slow import: only when a playbook really runs
+
+    private = Path(tempfile.mkdtemp(prefix="rk-run-"))  # mkdtemp makes it 0700
+    result = RunResult()
+    inventories = [str(p) for p in options.inventories]
+    if adhoc_hosts:
+        adhoc = private / "adhoc.yml"
+        adhoc.write_text(yaml.safe_dump({"all": {"hosts": adhoc_hosts}}))
+        inventories.insert(0, str(adhoc))
+
+    def on_event(event: dict) -> bool:
+        data = event.get("event_data", {})
+        kind = event.get("event")
+        if options.on_output and event.get("stdout"):
+            options.on_output(event["stdout"])
+        if kind == "runner_on_start" and options.on_task:
+            options.on_task(data.get("host", ""), data.get("task", ""))
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            outcome = result.hosts.setdefault(data.get("host", ""), HostOutcome())
+            outcome.message = _message(data.get("res", {}))
+        elif kind == "playbook_on_stats":
+            _apply_stats(result, data)
+        return False  # rk keeps what it needs; no need for ansible-runner to hold events
+
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook=str(content.playbook(name)),
+            inventory=inventories or None,
+            limit=",".join(limit),
+            extravars=extravars,
+            envvars=ansible_env(options.accept_new_host_keys),
+            verbosity=options.verbosity or None,
+            forks=max(5, min(len(limit) * 4, 100)),
+            quiet=True,
+            suppress_env_files=True,
+            event_handler=on_event,
+            cancel_callback=options.cancelled,
+        )
+        result.status = runner.status
+    finally:
+        if options.keep_artifacts:
+            result.artifacts = private
+        else:
+            shutil.rmtree(private, ignore_errors=True)
+    return result
+
+
+def _apply_stats(result: RunResult, data: dict) -> None:
+    result.data = data.get("artifact_data") or {}
+    for host in data.get("processed", {}):
+        outcome = result.hosts.setdefault(host, HostOutcome())
+        if host in data.get("dark", {}):
+            outcome.status = "unreachable"
+        elif host in data.get("failures", {}):
+            outcome.status = "failed"
+        else:
+            outcome.status = "ok"
+            outcome.message = ""  # failures that were rescued or ignored are not failures
+        outcome.changed = host in data.get("changed", {})
+
+
+def _message(res: dict) -> str:
+    parts = [res.get("msg") or ""]
+    for key in ("stderr", "module_stderr"):
+        if res.get(key) and res[key] not in parts[0]:
+            parts.append(res[key])
+    return "\n".join(p for p in parts if p).strip()
+
+
+def list_hosts(inventories: list[Path], pattern: str) -> dict[str, dict]:
+    """Hosts that `pattern` names in the inventories, with their connection variables."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    os.environ.setdefault("ANSIBLE_CONFIG", str(content.ansible_cfg()))
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(p) for p in inventories])
+    variables = VariableManager(loader=loader, inventory=inventory)
+    hosts = {}
+    for host in inventory.list_hosts(pattern):
+        if host.implicit:
+            continue
+        hv = variables.get_vars(host=host, include_hostvars=False)
+        hosts[host.name] = {
+            "groups": sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped")),
+            **{k: hv[k] for k in _CONNECTION_VARS if k in hv},
+        }
+    return hosts
+
+
+_CONNECTION_VARS = (
+    "ansible_host",
+    "ansible_port",
+    "ansible_user",
+    "ansible_connection",
+    "ansible_ssh_private_key_file",
+    "ansible_ssh_common_args",
+    "ansible_become",
+)
