@@ -8,6 +8,7 @@ ansible-playbook's exit code. Data comes back through `set_stats` (artifact_data
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import tempfile
@@ -19,9 +20,9 @@ import yaml
 
 from rk import content
 
-# ssh options rk always uses. BatchMode: a password or passphrase prompt would freeze rk, so
-# fail instead. Host key checking is explicit: "ask" (ssh's default) would hang the same way.
-_SSH_BASE_ARGS = "-o ControlMaster=auto -o ControlPersist=120s -o BatchMode=yes -o ServerAliveInterval=15"
+# Added to ansible.cfg's ssh_args. BatchMode: a password or passphrase prompt would freeze rk,
+# so fail instead. Host key checking is explicit: "ask" (ssh's default) would hang the same way.
+_SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=15"
 
 
 @dataclass
@@ -56,9 +57,12 @@ class RunOptions:
 def ansible_env(accept_new_host_keys: bool = False) -> dict[str, str]:
     """Environment for ansible-playbook: rk's config, on top of the user's own ANSIBLE_*."""
     checking = "accept-new" if accept_new_host_keys else "yes"
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(content.ansible_cfg())
+    base = config.get("ssh_connection", "ssh_args", fallback="")
     return {
         "ANSIBLE_CONFIG": str(content.ansible_cfg()),
-        "ANSIBLE_SSH_ARGS": f"{_SSH_BASE_ARGS} -o StrictHostKeyChecking={checking}",
+        "ANSIBLE_SSH_ARGS": f"{base} {_SSH_RK_ARGS} -o StrictHostKeyChecking={checking}".strip(),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "True",

@@ -11,7 +11,7 @@ from rk.commands.fetch import check_local_files
 from rk.errors import UsageError
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_GPUS = re.compile(r"^(all|none|\d+(,\d+)*)$")
+_GPUS = re.compile(r"^(none|[A-Za-z0-9-]+(,[A-Za-z0-9-]+)*)$")
 
 
 @dataclass
@@ -30,7 +30,7 @@ class KernelSpec:
             if not _ENV_KEY.match(key):
                 raise UsageError(f"bad environment variable name {key!r}", "use letters, digits and _")
         if self.gpus is not None and not _GPUS.match(self.gpus):
-            raise UsageError(f"bad --gpus value {self.gpus!r}", "give device numbers like 0,1")
+            raise UsageError(f"bad --gpus value {self.gpus!r}", "give device numbers or UUIDs like 0,1, or none")
 
     def extravars(self) -> dict:
         extravars = {
@@ -44,8 +44,8 @@ class KernelSpec:
             extravars["rk_python_interpreter"] = self.python
         if self.cwd:
             extravars["rk_kernel_cwd"] = self.cwd
-        if self.gpus is not None:
-            extravars["rk_kernel_gpus"] = self.gpus
+        if self.gpus is not None:  # "none" hides every GPU
+            extravars["rk_kernel_gpus"] = [] if self.gpus == "none" else self.gpus.split(",")
         return extravars
 
 
