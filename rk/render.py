@@ -44,20 +44,20 @@ def human_bytes(value) -> str:
     return ""
 
 
-def print_json(result: CommandResult, error=None, out=sys.stdout) -> None:
+def print_json(result: CommandResult, error=None) -> None:
     """The --json envelope; the same shape whether the command worked or not."""
     document = result.to_json()
     if error is not None:
         document.update(ok=False, exit_code=int(error.exit_code), error={"message": error.message, "hint": error.hint})
-    json.dump(document, out, indent=2, sort_keys=True)
-    out.write("\n")
+    json.dump(document, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
 
 
-def print_failures(result: CommandResult, err=sys.stderr) -> None:
+def print_failures(result: CommandResult) -> None:
     for host in result.hosts:
         if host.status != "ok":
             hint = f" (hint: {host.hint})" if host.hint else ""
-            err.write(f"rk: {host.host}: {host.message}{hint}\n")
+            sys.stderr.write(f"rk: {host.host}: {host.message}{hint}\n")
 
 
 def kernel_rows(result: CommandResult) -> list[list]:
@@ -122,10 +122,10 @@ class Progress:
 
     FRAMES = "|/-\\"
 
-    def __init__(self, stream=sys.stderr, enabled: bool = True):
-        self.stream = stream
+    def __init__(self, enabled: bool = True):
+        self.stream = sys.stderr
         self.enabled = enabled
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.steps: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
