@@ -1,0 +1,73 @@
+"""A connection file coming back from a host is checked before rk keeps it."""
+
+import json
+
+import pytest
+
+from rk.connection import BadConnectionFile, validate
+
+pytestmark = pytest.mark.fast
+
+GOOD = {
+    "key": "a" * 64,
+    "signature_scheme": "hmac-sha256",
+    "transport": "tcp",
+    "ip": "127.0.0.1",
+    "shell_port": 50001,
+    "iopub_port": 50002,
+    "stdin_port": 50003,
+    "control_port": 50004,
+    "hb_port": 50005,
+    "kernel_name": "",
+}
+
+
+def write(tmp_path, info):
+    path = tmp_path / "kernel.json"
+    path.write_text(info if isinstance(info, str) else json.dumps(info))
+    return path
+
+
+def test_a_well_formed_file_is_accepted(tmp_path):
+    assert validate(write(tmp_path, GOOD))["shell_port"] == 50001
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"key": ""}, "key"),
+        ({"key": "abc123"}, "key"),
+        ({"key": None}, "key"),
+        ({"signature_scheme": "hmac-md5"}, "signature"),
+        ({"signature_scheme": ""}, "signature"),
+        ({"ip": "0.0.0.0"}, "loopback"),
+        ({"ip": "10.1.2.3"}, "loopback"),
+        ({"ip": "not-an-ip"}, "loopback"),
+        ({"transport": "udp"}, "transport"),
+        ({"shell_port": 0}, "shell_port"),
+        ({"hb_port": 70000}, "hb_port"),
+        ({"iopub_port": "50002"}, "iopub_port"),
+        ({"control_port": True}, "control_port"),
+    ],
+)
+def test_hostile_values_are_rejected(tmp_path, change, why):
+    with pytest.raises(BadConnectionFile, match=why):
+        validate(write(tmp_path, GOOD | change))
+
+
+def test_an_oversized_file_is_rejected(tmp_path):
+    with pytest.raises(BadConnectionFile, match="larger"):
+        validate(write(tmp_path, GOOD | {"padding": "x" * 20000}))
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", "\"key\""])
+def test_garbage_is_rejected(tmp_path, text):
+    with pytest.raises(BadConnectionFile):
+        validate(write(tmp_path, text))
+
+
+def test_rejection_never_quotes_the_key(tmp_path):
+    secret = "s3cr3t" * 3
+    with pytest.raises(BadConnectionFile) as caught:
+        validate(write(tmp_path, GOOD | {"key": secret}))
+    assert secret not in str(caught.value)

@@ -1,0 +1,45 @@
+"""The exact environment rk hands to ansible-playbook (golden values; Ansible is not run)."""
+
+import shlex
+
+import pytest
+
+from rk import content
+from rk.runner import ansible_env
+
+pytestmark = pytest.mark.fast
+
+
+def ssh_options(env):
+    words = shlex.split(env["ANSIBLE_SSH_ARGS"])
+    return [words[i + 1] for i, w in enumerate(words) if w == "-o"]
+
+
+def test_config_is_the_shipped_one():
+    env = ansible_env()
+    assert env["ANSIBLE_CONFIG"] == str(content.ansible_cfg())
+    assert content.ansible_cfg().is_file()
+
+
+def test_host_keys_are_checked_and_prompts_are_impossible_by_default():
+    options = ssh_options(ansible_env())
+    assert "StrictHostKeyChecking=yes" in options
+    assert "BatchMode=yes" in options
+    assert ansible_env()["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+
+
+def test_trust_on_first_use_only_when_asked():
+    options = ssh_options(ansible_env(accept_new_host_keys=True))
+    assert "StrictHostKeyChecking=accept-new" in options
+    assert "StrictHostKeyChecking=yes" not in options
+
+
+def test_connection_reuse_from_ansible_cfg_is_kept():
+    assert "ControlMaster=auto" in ssh_options(ansible_env())
+
+
+def test_playbooks_and_roles_ship_beside_the_config():
+    root = content.content_dir()
+    for name in ("up", "provision", "start_kernel", "fetch_kernel", "stop_kernel", "status"):
+        assert content.playbook(name).is_file(), name
+    assert (root / "roles" / "rk_kernel").is_dir() and (root / "roles" / "rk_python").is_dir()
