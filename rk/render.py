@@ -112,7 +112,7 @@ def connect_instructions(host: HostResult) -> str:
         lines.append(
             "  Spyder, 'Connect to an existing kernel': connection file "
             f"{file}; hostname {address}; user {user or '(yours)'}; port {port}; "
-            f"key file {connect.get('key') or '(your default key or agent)'}"
+            f"key file {connect.get('ssh_key_file') or '(your default key or agent)'}"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,194 @@
+"""The rk command end to end: the installed `rk`, real ansible-playbook runs, real SSH hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kernels import execute, ssh_tunnel
+
+pytestmark = pytest.mark.hosts
+
+RK = str(Path(sys.executable).with_name("rk"))
+SYSTEM_PYTHON = "/usr/bin/python3"  # the "python" image's interpreter, with Debian's ipykernel
+
+
+@pytest.fixture
+def env(tmp_path):
+    """The environment of a user of rk: a private runtime dir and home for Ansible's files."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return dict(
+        os.environ,
+        HOME=str(home),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        NO_COLOR="1",
+    )
+
+
+def rk(env, *args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([RK, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def rk_json(env, *args, expect=0) -> dict:
+    result = rk(env, *args, "--json")
+    assert result.returncode == expect, result.stderr + result.stdout
+    return json.loads(result.stdout)
+
+
+def only_kernel(doc: dict, host: str = "h1") -> dict:
+    (entry,) = [h for h in doc["hosts"] if h["host"] == host]
+    assert entry["status"] == "ok", entry
+    (kernel,) = entry["kernels"]
+    return kernel
+
+
+@pytest.fixture
+def stopped_after(env):
+    """Inventories whose kernels are stopped after the test, whatever happened."""
+    inventories = []
+    yield inventories.append
+    for inventory in inventories:
+        rk(env, "stop", "-i", str(inventory), "--all")
+
+
+def test_up_starts_a_kernel_that_runs_code_then_reuses_it(make_hosts, env, stopped_after):
+    group = make_hosts(n=1, image="python")
+    stopped_after(group.inventory)
+    inv = str(group.inventory)
+
+    first = only_kernel(rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON))
+    assert first["state"] == "alive"
+    local = Path(first["local_file"])
+    assert local.parent == Path(env["JUPYTER_RUNTIME_DIR"])
+    assert local.name == "kernel-rk-h1-default.json"
+    assert stat.S_IMODE(local.stat().st_mode) == 0o600
+    assert stat.S_IMODE(local.parent.stat().st_mode) == 0o700
+
+    host = group.hosts[0]
+    with ssh_tunnel(host, local) as info:
+        assert execute(info, "import socket; x = 41; print(socket.gethostname())").strip() == host.container
+
+    again = rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON)
+    assert only_kernel(again)["pid"] == first["pid"]
+    with ssh_tunnel(host, local) as info:
+        assert execute(info, "print(x + 1)").strip() == "42"  # the same kernel, its state intact
+
+
+def test_up_prints_how_to_connect(make_hosts, env, stopped_after):
+    group = make_hosts(n=1, image="python")
+    stopped_after(group.inventory)
+    result = rk(env, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON)
+    assert result.returncode == 0, result.stderr
+    port = group.hosts[0].port
+    assert f"--ssh rk@127.0.0.1:{port}" in result.stdout
+    assert "jupyter console --existing " in result.stdout
+    assert f"hostname 127.0.0.1; user rk; port {port}; key file {group.private_key}" in result.stdout
+
+
+def test_stop_kills_the_kernel_and_removes_both_files(make_hosts, env):
+    group = make_hosts(n=1, image="python")
+    inv = str(group.inventory)
+    kernel = only_kernel(rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON))
+    host = group.hosts[0]
+    assert host.exec(f"kill -0 {kernel['pid']}", check=False).returncode == 0
+
+    doc = rk_json(env, "stop", "-i", inv, "--host", "h1")
+    assert doc["hosts"][0]["status"] == "ok"
+    assert host.exec(f"kill -0 {kernel['pid']}", check=False).returncode != 0
+    assert not Path(kernel["local_file"]).exists()
+    assert host.exec(f"test -e {kernel['connection_file']}", check=False).returncode != 0
+
+    status = rk_json(env, "status", "-i", inv)
+    assert [k for h in status["hosts"] for k in h["kernels"]] == []
+
+
+def test_status_reads_an_ini_inventory_and_reports_an_unreachable_host(make_hosts, env, stopped_after):
+    group = make_hosts(n=2, image="python")
+    stopped_after(group.inventory)
+    ini = group.write_inventory(group.directory / "inventory.ini", fmt="ini")
+    only_kernel(rk_json(env, "up", "-i", str(ini), "--host", "h1", "--python", SYSTEM_PYTHON))
+    group.hosts[1].stop()
+
+    result = rk(env, "status", "-i", str(ini), "--json")
+    assert result.returncode == 3, result.stderr  # partial
+    doc = json.loads(result.stdout)
+    by_host = {h["host"]: h for h in doc["hosts"]}
+    assert by_host["h1"]["status"] == "ok" and by_host["h1"]["kernels"][0]["state"] == "alive"
+    assert by_host["h2"]["status"] == "unreachable"
+    assert "refused" in by_host["h2"]["message"]
+
+    text = rk(env, "status", "-i", str(ini))
+    assert "rk: h2: unreachable: connection refused (hint:" in text.stderr
+    assert "Traceback" not in text.stderr
+
+
+def test_ad_hoc_user_at_host_port_with_the_users_own_ansible_settings(make_hosts, env, stopped_after):
+    group = make_hosts(n=1, image="python")
+    host = group.hosts[0]
+    env = dict(
+        env,
+        ANSIBLE_PRIVATE_KEY_FILE=str(group.private_key),
+        ANSIBLE_SSH_COMMON_ARGS=f"-o UserKnownHostsFile={group.known_hosts}",
+    )
+    target = f"rk@127.0.0.1:{host.port}"
+    try:
+        kernel = only_kernel(rk_json(env, "up", "--host", target, "--python", SYSTEM_PYTHON), host=target)
+        assert Path(kernel["local_file"]).name == f"kernel-rk-rk_127.0.0.1_{host.port}-default.json"
+        with ssh_tunnel(host, Path(kernel["local_file"])) as info:
+            assert execute(info, "print(6 * 7)").strip() == "42"
+    finally:
+        rk(env, "stop", "--host", target)
+
+
+def test_unknown_host_key_is_refused_until_explicitly_accepted(make_hosts, env, tmp_path):
+    group = make_hosts(n=1, image="python")
+    host = group.hosts[0]
+    known = tmp_path / "empty_known_hosts"
+    known.write_text("")
+    env = dict(env, ANSIBLE_PRIVATE_KEY_FILE=str(group.private_key), ANSIBLE_SSH_COMMON_ARGS=f"-o UserKnownHostsFile={known}")
+    target = f"rk@127.0.0.1:{host.port}"
+
+    refused = rk(env, "status", "--host", target, "--json")
+    assert refused.returncode == 4, refused.stderr
+    (entry,) = json.loads(refused.stdout)["hosts"]
+    assert entry["status"] == "unreachable" and entry["message"].startswith("unknown host key")
+    assert known.read_text() == ""
+
+    accepted = rk(env, "status", "--host", target, "--accept-new-host-keys", "--json")
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"[127.0.0.1]:{host.port}" in known.read_text()
+
+
+def test_localhost_needs_no_inventory(env):
+    python = sys.executable  # the test venv has ipykernel: used as it is
+    try:
+        kernel = only_kernel(rk_json(env, "up", "--host", "localhost", "--python", python), host="localhost")
+        assert execute(Path(kernel["local_file"]), "import os; print(os.getpid())").strip() == str(kernel["pid"])
+        status = rk_json(env, "status", "--host", "localhost")
+        assert only_kernel(status, host="localhost")["state"] == "alive"
+    finally:
+        stop = rk(env, "stop", "--host", "localhost")
+    assert stop.returncode == 0, stop.stderr
+    assert not Path(kernel["local_file"]).exists()
+
+
+def test_json_envelope_schema(make_hosts, env, stopped_after):
+    group = make_hosts(n=1, image="python")
+    stopped_after(group.inventory)
+    doc = rk_json(env, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON)
+    assert set(doc) == {"schema", "command", "ok", "exit_code", "hosts", "error"}
+    assert (doc["schema"], doc["command"], doc["ok"], doc["exit_code"], doc["error"]) == (1, "up", True, 0, None)
+    (host,) = doc["hosts"]
+    assert set(host) == {"host", "status", "message", "hint", "changed", "kernels", "python", "connect"}
+    kernel = host["kernels"][0]
+    for key in ("name", "state", "pid", "ports", "connection_file", "local_file", "python", "uptime_s"):
+        assert key in kernel, key
+    assert set(kernel["ports"]) == {"shell", "iopub", "stdin", "control", "hb"}
+    assert "key" not in kernel
