@@ -37,6 +37,7 @@ class RunResult:
     hosts: dict[str, HostOutcome] = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # set_stats artifact_data
     status: str = ""  # ansible-runner's status: successful, failed, canceled, timeout
+    error: str = ""  # an error of the whole run (a broken playbook, a bad inventory)
     artifacts: Path | None = None  # kept private data dir, when asked for
 
 
@@ -93,7 +94,9 @@ def run_playbook(
         kind = event.get("event")
         if options.on_output and event.get("stdout"):
             options.on_output(event["stdout"])
-        if kind == "runner_on_start" and options.on_task:
+        if kind in ("verbose", "error") and "ERROR" in event.get("stdout", "") and not result.error:
+            result.error = event["stdout"]
+        elif kind == "runner_on_start" and options.on_task:
             options.on_task(data.get("host", ""), data.get("task", ""))
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             outcome = result.hosts.setdefault(data.get("host", ""), HostOutcome())

@@ -112,7 +112,10 @@ def run(
         host = outcome.hosts.get(name)
         shown = selection.shown(name)
         if host is None:
-            why = "interrupted before it started" if result.interrupted else f"the run ended early ({outcome.status or 'no result'})"
+            if result.interrupted:
+                why = "interrupted before it finished"
+            else:
+                why = _run_error(outcome.error) or f"the run ended early ({outcome.status or 'no result'})"
             result.hosts.append(HostResult(shown, "failed", why, "run again with -v to see Ansible's output"))
         elif host.status == "unreachable":
             cause, hint = explain_unreachable(host.message)
@@ -128,6 +131,12 @@ def _shown_task(selection: Selection, on_task):
     if on_task is None:
         return None
     return lambda host, task: on_task(selection.shown(host), task)
+
+
+def _run_error(text: str) -> str:
+    """The sentence of an Ansible [ERROR] block, without the file excerpt that follows it."""
+    line = first_line(text.replace("[ERROR]:", "").replace("ERROR!", ""), 300)
+    return f"Ansible failed: {line}" if line else ""
 
 
 def _hint(message: str) -> str:
