@@ -1,0 +1,86 @@
+"""Session-wide test plumbing: SSH test hosts, a wheelhouse, isolation of the user's dirs."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.hosts import HostGroup, generate_key, remove_session_containers, start_hosts
+from tests.hosts.hosts import remove_containers
+from tests.hosts.wheelhouse import ensure_wheelhouse
+
+# Every container this session starts carries this label value, so the sweep at the end
+# removes ours and never those of a concurrent session.
+SESSION = uuid.uuid4().hex[:12]
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest runs finalisers on KeyboardInterrupt, but SIGTERM (a CI timeout, `kill`)
+    # would end the process without them and leave containers running.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_session_containers() -> Iterator[None]:
+    yield
+    if shutil.which("podman"):
+        remove_session_containers(SESSION)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point HOME, XDG and Jupyter dirs at a fresh directory for every test.
+
+    A short path under /tmp, not tmp_path: ssh control sockets live under HOME and a
+    unix socket path must stay under 108 bytes.
+    """
+    home = Path(tempfile.mkdtemp(prefix="rk-home-"))
+    monkeypatch.setenv("HOME", str(home))
+    for name, sub in [("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
+                      ("XDG_STATE_HOME", ".local/state"), ("XDG_CACHE_HOME", ".cache"),
+                      ("JUPYTER_RUNTIME_DIR", ".local/share/jupyter/runtime")]:
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(name, str(home / sub))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def test_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The private key of the client key pair authorised for root and rk on every host."""
+    return generate_key(tmp_path_factory.mktemp("client-key") / "id_ed25519")
+
+
+@pytest.fixture
+def make_hosts(test_keys: Path, tmp_path: Path) -> Iterator[Callable[..., HostGroup]]:
+    """A factory of SSH test host groups; every group is removed when the test ends.
+
+    make_hosts(n=1, image="bare"|"python"|"novenv", user="rk"|"root", offline=False,
+               ca=False, become=False, podman_args=()) -> HostGroup
+    """
+    groups: list[HostGroup] = []
+
+    def make(**options) -> HostGroup:
+        directory = tmp_path / f"hosts{len(groups) + 1}"
+        group = start_hosts(directory, test_keys, SESSION, **options)
+        groups.append(group)
+        return group
+
+    yield make
+    remove_containers([host.container for group in groups for host in group.hosts])
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """Wheels of ipykernel (and pip) for CPython 3.11 manylinux x86_64: an air-gapped install."""
+    return ensure_wheelhouse()
