@@ -210,6 +210,19 @@ def test_reused_pid_is_dead_and_never_signalled(root):
 
 
 @pytest.mark.fast
+@pytest.mark.parametrize("record", ["", "{not json", "[]", '{"pid": 1, "starttime": 1}',
+                                    '{"pid": "1", "starttime": 5, "boot_id": "x"}'])
+def test_broken_state_record_is_dead_and_replaced(root, record):
+    kdir = root / rk_kernel.host_name() / "k"
+    kdir.mkdir(mode=0o700, parents=True)
+    (kdir / "state.json").write_text(record)
+    assert status(root)["state"] == "dead"
+    info = start(root)
+    assert info["state"] == "alive" and info["changed"] is True
+    assert alive(1)  # nothing recorded was signalled
+
+
+@pytest.mark.fast
 @pytest.mark.parametrize("bad", ["", "../etc", "a b", "-rf", ".hidden", "k/x", "x" * 65,
                                  "ké"])
 def test_bad_kernel_names_are_rejected(root, bad):

@@ -482,7 +482,16 @@ class Kernel:
         return os.path.lexists(self.dir)
 
     def record(self):
-        return read_json(self.state_file)
+        """The start record, or None when missing or malformed (then nothing is signalled)."""
+        rec = read_json(self.state_file)
+        if not isinstance(rec, dict):
+            return None
+        ints = [rec.get(k) for k in ("pid", "starttime")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 1 for v in ints):
+            return None
+        if not isinstance(rec.get("boot_id"), str):
+            return None
+        return rec
 
     def state(self):
         """(state, record): alive | starting | dead | absent."""
@@ -504,6 +513,8 @@ class Kernel:
         alive = state in ("alive", "starting")
         pid = rec.get("pid") if rec else None
         started = rec.get("started_at") if rec else None
+        if not isinstance(started, (int, float)):
+            started = None
         gpu = None
         if alive and gpu_usage is not None:
             gpu = sum(gpu_usage.get(p, 0) for p in kernel_tree(rec))
