@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyter_client import BlockingKernelClient
+
+from tests import kernels
 
 MODULE_PATH = Path(__file__).resolve().parents[2] / "roles/rk_kernel/library/rk_kernel.py"
 _spec = importlib.util.spec_from_file_location("rk_kernel", MODULE_PATH)
@@ -74,26 +75,8 @@ def run_module_script(args, tmp_path, **popen):
 
 
 def execute(info, code):
-    """Run code in the kernel through its connection file; returns the text it printed."""
-    client = BlockingKernelClient(connection_file=info["connection_file"])
-    client.load_connection_file()
-    client.start_channels()
-    out = []
-
-    def hook(msg):
-        content = msg["content"]
-        if msg["msg_type"] == "stream":
-            out.append(content["text"])
-        elif msg["msg_type"] == "execute_result":
-            out.append(content["data"]["text/plain"])
-
-    try:
-        client.wait_for_ready(timeout=DEADLINE_S)
-        reply = client.execute_interactive(code, timeout=DEADLINE_S, output_hook=hook)
-    finally:
-        client.stop_channels()
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return "".join(out)
+    """Run code in the kernel through its connection file; returns what it printed."""
+    return kernels.execute(Path(info["connection_file"]), code, timeout=DEADLINE_S)
 
 
 @pytest.mark.fast
@@ -116,7 +99,7 @@ def test_start_writes_private_connection_file_and_returns_no_key(root):
 
 @pytest.mark.fast
 def test_a_client_executes_code_through_the_connection_file(root):
-    assert execute(start(root), "1+1").strip() == "2"
+    assert execute(start(root), "print(1+1)").strip() == "2"
 
 
 @pytest.mark.fast
