@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -25,9 +26,22 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("RK_TESTS_REQUIRE_INSTALLED_RK"):
+        _require_installed_rk()
     # pytest runs finalisers on KeyboardInterrupt, but SIGTERM (a CI timeout, `kill`)
     # would end the process without them and leave containers running.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _require_installed_rk() -> None:
+    # tests/run installs rk as a wheel; importing the checkout's rk/ instead would hide
+    # packaging mistakes (rk/_content exists only in the wheel).
+    import rk
+
+    checkout = Path(__file__).resolve().parent.parent
+    if Path(rk.__file__).resolve().is_relative_to(checkout / "rk"):
+        raise pytest.UsageError(f"rk is imported from the checkout ({rk.__file__}), "
+                                "not from the installed wheel")
 
 
 @pytest.fixture(scope="session", autouse=True)
