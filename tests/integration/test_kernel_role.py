@@ -155,6 +155,16 @@ def test_key_never_appears_in_verbose_output_nor_runner_artifacts(host_group, tm
         assert [p for p in files if key in p.read_bytes()] == []
 
 
+def test_kernel_runs_as_the_connecting_user_under_become(make_hosts, tmp_path):
+    group = make_hosts(n=1, image="python", become=True)
+    play(group, "start_kernel")
+    _, fetched = play(group, "fetch_kernel", rk_kernel_fetch_dir=str(tmp_path / "runtime"))
+    kernel = fetched["default"]
+    assert kernel["connection_file"] == f"/home/rk/.local/state/rk/{kernel['hostname']}/default/kernel.json"
+    owner = group.hosts[0].exec(f"ps -o user= -p {kernel['pid']}").stdout.strip()
+    assert owner == "rk" and Path(kernel["local_file"]).exists()
+
+
 def test_typo_in_a_variable_gets_a_sentence(host_group):
     env = dict(os.environ, **ANSIBLE_ENV)
     proc = subprocess.run(
