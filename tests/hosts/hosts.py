@@ -220,6 +220,7 @@ def start_hosts(directory: Path, private_key: Path, session: str, n: int = 1,
     ref = ensure_image(image)
     directory.mkdir(parents=True, exist_ok=True)
     known_hosts = directory / "known_hosts"
+    known_hosts.write_text("")
     hosts: list[Host] = []
     try:
         for index in range(1, n + 1):

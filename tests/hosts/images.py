@@ -174,7 +174,7 @@ def _remove_rootfs(rootfs: Path) -> None:
 def _build_derived(ref: str, parent_ref: str, packages: tuple[str, ...]) -> None:
     builder = f"rk-test-build-{uuid.uuid4().hex[:8]}"
     try:
-        podman(*RUN_FLAGS, "run", *ULIMITS, "--name", builder, "--label", "rk-test-build=1",
+        podman(*RUN_FLAGS, "run", *ULIMITS, "--name", builder,
                parent_ref, "sh", "-c", APT_INSTALL.format(packages=" ".join(packages)))
         podman("commit", "--quiet", builder, ref)
     finally:
