@@ -1,0 +1,178 @@
+"""The rk_python role through real ansible-playbook runs (playbooks/provision.yml) on SSH hosts.
+
+Hosts are Debian bookworm containers: `bare` has no Python at all, `novenv` has python3
+without its venv module (no ensurepip), `python` has python3 with Debian's ipykernel.
+Results are read the way rk reads them: ansible-runner runs ansible-playbook, the role's
+set_stats data arrives as artifact_data, and changes are counted from the runner's stats.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ansible_runner
+import pytest
+
+pytestmark = pytest.mark.hosts
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# The repository's ansible.cfg, and this interpreter's ansible-playbook first on PATH.
+ANSIBLE_ENV = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+               "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+CONTROLLER_CA = "/etc/ssl/certs/ca-certificates.crt"
+VENV = "/home/rk/.local/share/rk/venv"
+ROOT_VENV = "/root/.local/share/rk/venv"
+
+
+@dataclass
+class Run:
+    ok: bool
+    changed: int
+    result: dict | None  # this host's rk_python entry from set_stats
+    messages: str  # every failure message of the run, joined
+    output: str
+
+
+def provision(group, *cmdline: str, **extravars) -> Run:
+    """Run playbooks/provision.yml on the group's single host."""
+    host = group.hosts[0].name
+    data_dir = tempfile.mkdtemp(prefix="runner-", dir=group.directory)
+    runner = ansible_runner.run(
+        private_data_dir=data_dir, playbook=str(REPO / "playbooks" / "provision.yml"),
+        inventory=str(group.inventory), extravars=extravars, cmdline=" ".join(cmdline) or None,
+        quiet=True, envvars=ANSIBLE_ENV, timeout=600)
+    (stats,) = [e["event_data"] for e in runner.events if e["event"] == "playbook_on_stats"]
+    failures = [e["event_data"]["res"].get("msg", "") for e in runner.events
+                if e["event"] in ("runner_on_failed", "runner_on_unreachable")
+                and not e["event_data"].get("ignore_errors")]
+    ok = not stats["failures"].get(host) and not stats["dark"].get(host)
+    return Run(ok, stats["changed"].get(host, 0),
+               stats.get("artifact_data", {}).get("rk_python", {}).get(host),
+               "\n".join(str(m) for m in failures), runner.stdout.read()[-6000:])
+
+
+def remove_sudo(host) -> None:
+    host.exec("rm -f /etc/sudoers.d/rk")
+
+
+def imports_ipykernel(host, python: str, user: str) -> str:
+    """ipykernel's version as `user` sees it through `python` (fails the test if it can't)."""
+    result = host.exec(f"su {user} -s /bin/sh -c '{python} -c \"import ipykernel; "
+                       f"print(ipykernel.__version__)\"'", check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("user", ["root", "rk"])
+def test_bare_host_gets_a_venv_from_the_wheelhouse_and_a_second_run_changes_nothing(
+        make_hosts, wheelhouse, user):
+    # The host has apt (for python3) but pip never sees an index: --no-index from the wheelhouse.
+    group = make_hosts(image="bare", user=user)
+    venv = ROOT_VENV if user == "root" else VENV
+
+    first = provision(group, rk_python_wheelhouse=str(wheelhouse))
+    assert first.ok, first.output
+    assert first.changed > 0
+    assert first.result["executable"] == f"{venv}/bin/python"
+    assert first.result["changed"] is True
+    assert first.result["version"].startswith("3.11.")
+    assert imports_ipykernel(group.hosts[0], f"{venv}/bin/python", user) == first.result["ipykernel"]
+
+    second = provision(group, rk_python_wheelhouse=str(wheelhouse))
+    assert second.ok, second.output
+    assert second.changed == 0, second.output
+    assert second.result == {**first.result, "changed": False}
+
+
+def test_check_mode_on_a_fresh_host_changes_nothing(make_hosts, wheelhouse):
+    group = make_hosts(image="novenv", offline=True)
+    host = group.hosts[0]
+
+    # Ansible's own remote working directory (~/.ansible/tmp) aside, nothing may appear.
+    listing = "find /home/rk /tmp /usr -path /home/rk/.ansible -prune -o -print | sort"
+    before = host.exec(listing).stdout
+
+    run = provision(group, "--check", rk_python_wheelhouse=str(wheelhouse))
+
+    assert run.ok, run.output
+    assert host.exec(listing).stdout == before
+
+
+def test_user_without_sudo_on_python_without_venv_gets_a_working_venv(make_hosts, wheelhouse):
+    # No root, no python3-venv, no network: venv --without-pip, then pip from its own wheel.
+    group = make_hosts(image="novenv", offline=True)
+    host = group.hosts[0]
+    remove_sudo(host)
+
+    first = provision(group, rk_python_wheelhouse=str(wheelhouse))
+    assert first.ok, first.output
+    assert imports_ipykernel(host, f"{VENV}/bin/python", "rk") == first.result["ipykernel"]
+    assert host.exec(f"stat -c %U {VENV} {VENV}/bin/pip").stdout.split() == ["rk", "rk"]
+    assert host.exec("dpkg -s python3-venv", check=False).returncode != 0
+
+    second = provision(group, rk_python_wheelhouse=str(wheelhouse))
+    assert second.ok and second.changed == 0, second.output
+
+
+def test_existing_interpreter_with_ipykernel_is_used_as_is(make_hosts):
+    group = make_hosts(image="python")
+
+    run = provision(group, rk_python_interpreter="/usr/bin/python3")
+
+    assert run.ok, run.output
+    assert run.changed == 0
+    assert run.result["executable"] == "/usr/bin/python3"
+    assert run.result["ipykernel"] == imports_ipykernel(group.hosts[0], "/usr/bin/python3", "rk")
+    assert group.hosts[0].exec(f"test -e {VENV}", check=False).returncode != 0
+
+
+def test_existing_interpreter_without_ipykernel_fails_with_a_sentence(make_hosts):
+    group = make_hosts(image="novenv")
+
+    run = provision(group, rk_python_interpreter="/usr/bin/python3")
+
+    assert not run.ok
+    assert "ipykernel is not importable by /usr/bin/python3" in run.messages
+    assert "unset rk_python_interpreter to let rk make its own venv" in run.messages
+
+
+def test_bare_host_without_sudo_names_python3_and_the_fix(make_hosts, wheelhouse):
+    group = make_hosts(image="bare")
+    remove_sudo(group.hosts[0])
+
+    run = provision(group, rk_python_wheelhouse=str(wheelhouse))
+
+    assert not run.ok
+    assert "python3 is missing on h1 and rk cannot install it" in run.messages, run.messages
+    assert "apt-get install python3 python3-venv" in run.messages
+
+
+def test_typo_in_extra_vars_is_reported_before_touching_the_host(make_hosts):
+    group = make_hosts(image="novenv")
+
+    run = provision(group, rk_python_spyder="maybe")
+
+    assert not run.ok
+    assert "rk_python_spyder" in run.messages
+    assert group.hosts[0].exec("test -e /home/rk/.local/share/rk", check=False).returncode != 0
+
+
+@pytest.mark.slow
+def test_index_through_a_ca_bundle_installs_spyder_kernels(make_hosts):
+    # The host reaches PyPI only through the controller's TLS-intercepting proxy, whose CA
+    # it does not trust: rk_python_ca_bundle pushes the controller's bundle for pip --cert.
+    group = make_hosts(image="novenv", ca=True)
+
+    run = provision(group, rk_python_ca_bundle=CONTROLLER_CA, rk_python_spyder=True)
+
+    assert run.ok, run.output
+    host = group.hosts[0]
+    imports_ipykernel(host, f"{VENV}/bin/python", "rk")
+    version = host.exec(f"{VENV}/bin/python -c 'import spyder_kernels; print(spyder_kernels.__version__)'")
+    assert version.stdout.startswith("3.1."), version.stdout
