@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,7 +62,10 @@ def ansible_env(accept_new_host_keys: bool = False) -> dict[str, str]:
     config = configparser.ConfigParser(interpolation=None)
     config.read(content.ansible_cfg())
     base = config.get("ssh_connection", "ssh_args", fallback="")
+    # rk's own environment first, so `.venv/bin/rk` works without activating the venv.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     return {
+        "PATH": path,
         "ANSIBLE_CONFIG": str(content.ansible_cfg()),
         "ANSIBLE_SSH_ARGS": f"{base} {_SSH_RK_ARGS} -o StrictHostKeyChecking={checking}".strip(),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
@@ -94,8 +98,10 @@ def run_playbook(
         kind = event.get("event")
         if options.on_output and event.get("stdout"):
             options.on_output(event["stdout"])
-        if kind in ("verbose", "error") and "ERROR" in event.get("stdout", "") and not result.error:
-            result.error = event["stdout"]
+        if kind in ("verbose", "error") and event.get("stdout", "").strip():
+            # Text outside any task: the first [ERROR] wins, else the last words said.
+            if "ERROR" in event["stdout"] or "ERROR" not in result.error:
+                result.error = event["stdout"]
         elif kind == "runner_on_start" and options.on_task:
             options.on_task(data.get("host", ""), data.get("task", ""))
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):

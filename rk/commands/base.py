@@ -135,7 +135,7 @@ def _shown_task(selection: Selection, on_task):
 
 def _run_error(text: str) -> str:
     """The sentence of an Ansible [ERROR] block, without the file excerpt that follows it."""
-    line = first_line(text.replace("[ERROR]:", "").replace("ERROR!", ""), 300)
+    line = first_line(text.replace("[ERROR]:", "").replace("ERROR!", "").strip(), 300)
     return f"Ansible failed: {line}" if line else ""
 
 
