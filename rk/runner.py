@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 
 from rk import content
+from rk.errors import RkError
+from rk.paths import ensure_private_dir
 
 # Added to ansible.cfg's ssh_args. BatchMode: a password or passphrase prompt would freeze rk,
 # so fail instead. Host key checking is explicit: "ask" (ssh's default) would hang the same way.
@@ -66,12 +68,29 @@ def ansible_env(accept_new_host_keys: bool = False) -> dict[str, str]:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     return {
         "PATH": path,
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir()),
         "ANSIBLE_CONFIG": str(content.ansible_cfg()),
         "ANSIBLE_SSH_ARGS": f"{base} {_SSH_RK_ARGS} -o StrictHostKeyChecking={checking}".strip(),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "True",
     }
+
+
+def control_dir() -> Path:
+    """A private directory for ssh's ControlPath sockets, short enough for the socket limit.
+
+    A unix socket path has at most 107 bytes and ssh's %C name takes 40 of them, so a long
+    home directory cannot hold them; then the user's runtime dir or /tmp serves.
+    """
+    candidates = [Path.home() / ".ansible" / "cp"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        candidates.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "rk-cp")
+    candidates.append(Path(tempfile.gettempdir()) / f"rk-cp-{os.getuid()}")
+    for candidate in candidates:
+        if len(str(candidate)) + len("/") + 40 + len(".XXXXXXXXXXXXXXXX") < 108:
+            return ensure_private_dir(candidate)
+    raise RkError("no directory with a path short enough for ssh's control sockets", "set TMPDIR to a short path")
 
 
 def run_playbook(

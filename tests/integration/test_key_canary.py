@@ -57,9 +57,8 @@ def files_containing(root: Path, needle: bytes) -> list[Path]:
 def test_key_is_only_in_the_two_connection_files(make_hosts, tmp_path):
     group = make_hosts(n=1, image="python")
     host = group.hosts[0]
-    home = tmp_path / "home"
-    home.mkdir()
-    env = dict(os.environ, HOME=str(home), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), NO_COLOR="1")
+    home = Path(os.environ["HOME"])  # conftest's per-test home; the runtime dir is inside it
+    env = dict(os.environ, NO_COLOR="1")
 
     host.exec(f"rm -f /tmp/rk-canary-stop {HOST_SAMPLES}")
     subprocess.run(["podman", "exec", "-d", host.container, "sh", "-c", HOST_SAMPLER], check=True)
@@ -93,7 +92,8 @@ def test_key_is_only_in_the_two_connection_files(make_hosts, tmp_path):
         assert key not in result.stderr, "key in -vvv output"
         assert "<<< " in result.stderr or "ESTABLISH" in result.stderr, "-vvv output was not verbose"
         assert files_containing(artifacts, needle) == [], "key in ansible-runner's directory"
-        assert files_containing(tmp_path, needle) == [local], "key in a controller file other than the local one"
+        assert files_containing(home, needle) == [local], "key in a controller file other than the local one"
+        assert files_containing(tmp_path, needle) == [], "key in the test's inventory or host files"
         assert not any(needle in blob for blob in sampler.seen), "key in a controller process's argv or environment"
         assert len(sampler.seen) > 10, "the controller sampler saw nothing"
 

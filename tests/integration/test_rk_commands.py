@@ -20,16 +20,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # the "python" image's interpreter, with Deb
 
 
 @pytest.fixture
-def env(tmp_path):
-    """The environment of a user of rk: a private runtime dir and home for Ansible's files."""
-    home = tmp_path / "home"
-    home.mkdir()
-    return dict(
-        os.environ,
-        HOME=str(home),
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-        NO_COLOR="1",
-    )
+def env():
+    """The user's environment: conftest already gave every test its own HOME and runtime dir."""
+    return dict(os.environ, NO_COLOR="1")
 
 
 def rk(env, *args, timeout=300) -> subprocess.CompletedProcess:
@@ -163,7 +156,8 @@ def test_unknown_host_key_is_refused_until_explicitly_accepted(make_hosts, env, 
 
     accepted = rk(env, "status", "--host", target, "--accept-new-host-keys", "--json")
     assert accepted.returncode == 0, accepted.stderr
-    assert f"[127.0.0.1]:{host.port}" in known.read_text()
+    lookup = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{host.port}", "-f", str(known)], capture_output=True, text=True)
+    assert lookup.returncode == 0, "the accepted key was not recorded in known_hosts"
 
 
 def test_localhost_needs_no_inventory(env):

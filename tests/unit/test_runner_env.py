@@ -43,3 +43,19 @@ def test_playbooks_and_roles_ship_beside_the_config():
     for name in ("up", "provision", "start_kernel", "fetch_kernel", "stop_kernel", "status"):
         assert content.playbook(name).is_file(), name
     assert (root / "roles" / "rk_kernel").is_dir() and (root / "roles" / "rk_python").is_dir()
+
+
+def test_rks_own_bin_dir_comes_first_on_path():
+    import sys
+    from pathlib import Path
+
+    assert ansible_env()["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+
+
+def test_control_sockets_fit_the_unix_socket_limit_under_a_long_home(tmp_path, monkeypatch):
+    long_home = tmp_path / ("h" * 90)
+    long_home.mkdir()
+    monkeypatch.setenv("HOME", str(long_home))
+    control = ansible_env()["ANSIBLE_SSH_CONTROL_PATH_DIR"]
+    assert len(control) + 1 + 40 + 17 < 108
+    assert not control.startswith(str(long_home))
