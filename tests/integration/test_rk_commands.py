@@ -186,3 +186,16 @@ def test_json_envelope_schema(make_hosts, env, stopped_after):
         assert key in kernel, key
     assert set(kernel["ports"]) == {"shell", "iopub", "stdin", "control", "hb"}
     assert "key" not in kernel
+
+
+def test_ten_parallel_ups_of_one_name_give_one_kernel(make_hosts, env, stopped_after):
+    group = make_hosts(n=1, image="python")
+    stopped_after(group.inventory)
+    argv = [RK, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON, "--json"]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(10)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 10, [err for _, err in outputs]
+    pids = {only_kernel(json.loads(out))["pid"] for out, _ in outputs}
+    assert len(pids) == 1
+    running = group.hosts[0].exec("ps -u rk -o pid=,args= | grep [i]pykernel_launcher", check=False).stdout
+    assert [int(line.split()[0]) for line in running.splitlines()] == list(pids)
