@@ -176,3 +176,17 @@ def test_index_through_a_ca_bundle_installs_spyder_kernels(make_hosts):
     imports_ipykernel(host, f"{VENV}/bin/python", "rk")
     version = host.exec(f"{VENV}/bin/python -c 'import spyder_kernels; print(spyder_kernels.__version__)'")
     assert version.stdout.startswith("3.1."), version.stdout
+
+
+def test_venv_belongs_to_the_connecting_user_when_the_inventory_sets_become(make_hosts, wheelhouse):
+    # Only the package install escalates: python3-venv comes from apt through sudo, the venv
+    # is rk's even though the inventory says ansible_become: true.
+    group = make_hosts(image="novenv", become=True)
+    host = group.hosts[0]
+
+    run = provision(group, rk_python_wheelhouse=str(wheelhouse))
+
+    assert run.ok, run.output
+    assert host.exec("dpkg -s python3-venv", check=False).returncode == 0
+    assert host.exec(f"stat -c %U {VENV} {VENV}/bin/pip").stdout.split() == ["rk", "rk"]
+    assert host.exec(f"test -e {ROOT_VENV}", check=False).returncode != 0
