@@ -37,6 +37,7 @@ def ensure_wheelhouse() -> Path:
             try:
                 subprocess.run([sys.executable, "-m", "pip", *argv, "--dest", str(partial)],
                                check=True, capture_output=True, text=True)
+                partial.chmod(0o755)  # mkdtemp's 0700 would follow the wheels onto hosts
                 partial.rename(target)
             except subprocess.CalledProcessError as error:
                 raise RuntimeError(f"pip download failed: {error.stderr}") from error

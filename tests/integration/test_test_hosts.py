@@ -190,3 +190,13 @@ def test_yaml_and_ini_inventories_describe_the_same_hosts(tmp_path):
     assert h2["ansible_ssh_common_args"] == (
         f"-o UserKnownHostsFile={tmp_path / 'known_hosts'} -o StrictHostKeyChecking=yes"
         " -o IdentitiesOnly=yes")
+
+
+@pytest.mark.hosts
+def test_wheelhouse_installs_ipykernel_on_an_offline_host(make_hosts, wheelhouse):
+    host = make_hosts(image="python", offline=True).hosts[0]
+    podman("cp", str(wheelhouse), f"{host.container}:/opt/wheelhouse")
+    host.ssh("python3 -m venv ~/venv && ~/venv/bin/pip install --quiet --no-index "
+             "--find-links /opt/wheelhouse ipykernel", timeout=180)
+    imported = host.ssh("~/venv/bin/python -c 'import ipykernel, zmq; print(ipykernel.__file__)'")
+    assert imported.stdout.startswith("/home/rk/venv/lib/python3.11/site-packages/ipykernel/")
