@@ -1,5 +1,6 @@
 """Local paths: Jupyter's runtime directory for connection files, XDG for rk's own state."""
 
+import json
 import os
 import re
 import stat
@@ -41,9 +42,34 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def local_connection_files(inventory_host: str) -> dict[str, Path]:
-    """rk's connection files for one host in the runtime dir, by kernel name."""
-    prefix = f"kernel-rk-{safe_name(inventory_host)}-"
+    """rk's connection files for one host in the runtime dir, by kernel name.
+
+    Ownership is read from the `rk_host`/`rk_kernel` fields rk adds to each file it keeps: file
+    names alone are ambiguous (host "a-b" kernel "c" and host "a" kernel "b-c" look alike).
+    Unreadable or foreign files are skipped, never fatal.
+    """
     runtime = runtime_dir()
-    if not runtime.is_dir():
-        return {}
-    return {p.name[len(prefix) : -len(".json")]: p for p in sorted(runtime.glob(prefix + "*.json"))}
+    found = {}
+    for path in sorted(runtime.glob("kernel-rk-*.json")) if runtime.is_dir() else []:
+        try:
+            if path.is_symlink() or path.stat().st_size > 65536:
+                continue
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and info.get("rk_host") == inventory_host and isinstance(info.get("rk_kernel"), str):
+            found[info["rk_kernel"]] = path
+    return found
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with a 0600 file, whatever the umask."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

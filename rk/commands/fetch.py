@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from rk import connection, paths
 from rk.commands import base
 from rk.targets import Selection
@@ -28,12 +30,14 @@ def check_local_files(result: base.CommandResult, selection: Selection) -> None:
             if host.status != "ok" or not local.exists():
                 continue
             try:
-                connection.validate(local)
+                info = connection.validate(local)
             except connection.BadConnectionFile as exc:
                 local.unlink(missing_ok=True)
                 host.status = "failed"
                 host.message = f"rejected the connection file from the host: {exc}"
                 host.hint = "the kernel on that host is not one rk started; stop it with `rk stop`"
                 continue
-            local.chmod(0o600)
+            # Say whose file this is, for status and stop --all (the name alone is ambiguous).
+            info.update(rk_host=by_shown[host.host], rk_kernel=kernel["name"])
+            paths.write_private(local, json.dumps(info, indent=1))
             kernel["local_file"] = str(local)
