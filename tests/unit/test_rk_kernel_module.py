@@ -6,6 +6,7 @@ a script, the way Ansible runs it.
 """
 
 import importlib.util
+import contextlib
 import json
 import os
 import signal
@@ -244,7 +245,10 @@ def test_environment_gpus_and_cwd_reach_the_kernel(root, tmp_path):
 def test_kernel_holds_no_lock_and_no_module_descriptor(root):
     info = start(root)
     fds = Path("/proc/%d/fd" % info["pid"])
-    targets = [os.readlink(fd) for fd in fds.iterdir()]
+    targets = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # the kernel's threads open and close fds
+            targets.append(os.readlink(fd))
     assert not [t for t in targets if t.endswith(".lock")]
     assert os.readlink(fds / "0") == "/dev/null"
     assert os.readlink(fds / "1").endswith("kernel.log")
@@ -327,3 +331,71 @@ def test_status_lists_every_kernel_of_the_host(root):
     stopped = rk_kernel.run(params(root, name=None, state="stopped", all=True))["kernels"]
     assert sorted(stopped) == ["a", "b"]
     assert rk_kernel.run(params(root, name=None, state="status"))["kernels"] == {}
+
+
+# ---------------------------------------------------------------- front ends (issue 5)
+
+
+def test_interrupted_stops_a_running_cell_and_keeps_the_kernel(root):
+    import threading
+
+    info = start(root)
+    result = {}
+    cell = threading.Thread(target=lambda: result.update(out=_interrupted_sleep(info)))
+    cell.start()
+    wait_until(lambda: "sleeping" in _log(info), "the cell runs")
+    interrupted = rk_kernel.run(params(root, state="interrupted"))["kernels"]["k"]
+    cell.join(DEADLINE_S)
+    assert result.get("out") == "KeyboardInterrupt"
+    assert interrupted["pid"] == info["pid"] and alive(info["pid"])
+
+
+def _log(info):
+    return (Path(info["connection_file"]).parent / "kernel.log").read_text()
+
+
+def _interrupted_sleep(info):
+    code = ("import sys, time\nprint('sleeping', file=sys.__stderr__, flush=True)\n"
+            "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('KeyboardInterrupt')")
+    return execute(info, code).strip()
+
+
+def test_interrupting_an_absent_kernel_says_so(root):
+    with pytest.raises(rk_kernel.KernelError, match="absent.*nothing to interrupt"):
+        rk_kernel.run(params(root, state="interrupted"))
+
+
+def test_restarted_keeps_name_key_and_settings_with_a_new_process(root, tmp_path):
+    info = start(root, env={"RK_MARK": "kept"})
+    key = secret(info)
+    execute(info, "x = 1")
+    again = rk_kernel.run(params(root, state="restarted", env={}))["kernels"]["k"]
+    assert again["changed"] and again["state"] == "alive" and again["pid"] != info["pid"]
+    assert not alive(info["pid"])
+    assert secret(again) == key
+    assert execute(again, "import os; print(os.environ['RK_MARK'], 'x' in globals())").split() == ["kept", "False"]
+
+
+def test_key_file_gives_the_kernel_the_front_ends_key_and_is_deleted(root, tmp_path):
+    front = tmp_path / "kernel-front.json"
+    front.write_text(json.dumps({"key": "f" * 64, "signature_scheme": "hmac-sha256", "shell_port": 1}))
+    info = start(root, key_file=str(front))
+    assert secret(info) == "f" * 64 and not front.exists()
+    assert execute(info, "print(2 + 2)").strip() == "4"
+
+    front.write_text(json.dumps({"key": "f" * 64}))
+    assert start(root, key_file=str(front))["changed"] is False  # attached: same key
+    front.write_text(json.dumps({"key": "e" * 64}))
+    with pytest.raises(rk_kernel.KernelError, match="another key"):
+        start(root, key_file=str(front))
+
+
+def test_a_start_removes_leased_kernels_whose_lease_expired(root):
+    leased = start(root, name="leased", lease=1.0)
+    lease = Path(leased["connection_file"]).parent / "lease"
+    assert lease.exists()
+    os.utime(lease, (time.time() - 60, time.time() - 60))
+    start(root, name="other")
+    assert not alive(leased["pid"])
+    assert status(root, "leased")["state"] == "absent"
+    assert status(root, "other")["state"] == "alive"
