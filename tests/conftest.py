@@ -18,7 +18,8 @@ from tests.hosts.wheelhouse import ensure_wheelhouse
 
 # Every container this session starts carries this label value, so the sweep at the end
 # removes ours and never those of a concurrent session.
-SESSION = uuid.uuid4().hex[:12]
+# tests/run sets RK_TEST_SESSION so it can check after the run that nothing was left behind.
+SESSION = os.environ.get("RK_TEST_SESSION") or uuid.uuid4().hex[:12]
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from jupyter_client import BlockingKernelClient
@@ -22,7 +23,7 @@ from .hosts import Host, generate_key, remove_containers, start_hosts
 from .images import RECIPES
 from .wheelhouse import ensure_wheelhouse
 
-SESSION = "cli"
+SESSION = os.environ.get("RK_TEST_SESSION", "cli")
 
 
 def up(directory: Path, image: str, user: str, n: int) -> list[dict]:
