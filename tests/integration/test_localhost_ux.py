@@ -1,0 +1,94 @@
+"""What a person at a terminal sees: progress, Ctrl-C. On localhost, so no container is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RK = str(Path(sys.executable).with_name("rk"))
+PYTHON = sys.executable  # the test venv has ipykernel
+
+
+def rk(*args, timeout=180) -> subprocess.CompletedProcess:
+    return subprocess.run([RK, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def kernel_pids() -> set[int]:
+    """ipykernel processes started under this test's HOME (conftest gives each test its own)."""
+    home = os.environ["HOME"]
+    pids = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "ipykernel_launcher" in cmdline and home in cmdline:
+            pids.add(int(proc.name))
+    return pids
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal():
+    result = rk("status", "--host", "localhost")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines and all(line.startswith("rk: localhost: ") for line in lines), result.stderr
+    assert "\r" not in result.stderr
+    assert result.stdout.startswith("HOST")
+
+
+def test_progress_is_one_redrawn_line_on_a_terminal():
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([RK, "status", "--host", "localhost"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(controller)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert b"\r" in seen and b"localhost: " in seen
+    assert b"\nrk: localhost:" not in seen  # no plain lines on a terminal
+    assert out.startswith(b"HOST")  # the result still goes to stdout
+
+
+def test_ctrl_c_during_up_leaves_nothing_unnoticed():
+    proc = subprocess.Popen([RK, "up", "--host", "localhost", "--python", PYTHON, "--name", "interrupted"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:  # wait until the kernel is being started, then press Ctrl-C
+            if "Start the kernel" in line or time.monotonic() > deadline:
+                break
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130
+
+        status = json.loads(rk("status", "--host", "localhost", "--json").stdout)
+        listed = {k["pid"] for h in status["hosts"] for k in h["kernels"] if k.get("state") == "alive"}
+        assert listed == kernel_pids(), "a running kernel that rk status does not show"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        rk("stop", "--host", "localhost", "--all")
+    assert kernel_pids() == set()
