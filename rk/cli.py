@@ -55,6 +55,7 @@ def _add_up(sub, common) -> None:
     p.add_argument("--cwd", metavar="DIR", help="working directory of the kernel on the host")
     p.add_argument("--gpus", metavar="0,1", help="CUDA_VISIBLE_DEVICES for the kernel")
     p.add_argument("--packages", metavar="A,B", default="", help="extra pip packages for the environment (numpy,torch)")
+    p.add_argument("--no-tunnel", action="store_true", help="keep no SSH tunnel (front ends tunnel themselves)")
 
 
 def _cmd_up(args, options):
@@ -70,7 +71,7 @@ def _cmd_up(args, options):
         name=args.name, spyder=args.spyder, python=args.python, env=env, cwd=args.cwd, gpus=args.gpus,
         packages=[p for p in args.packages.split(",") if p],
     )
-    return api.up(args.hosts, kernel, options)
+    return api.up(args.hosts, kernel, options, tunnel=not args.no_tunnel)
 
 
 def _add_fetch(sub, common) -> None:
@@ -123,6 +124,82 @@ def _cmd_provision(args, options):
     return api.provision(args.hosts, args.python, args.spyder, [p for p in args.packages.split(",") if p], options)
 
 
+def _add_tunnel(sub, common) -> None:
+    p = sub.add_parser("tunnel", parents=[common], help="keep a supervised SSH tunnel to a kernel and a local file using it")
+    _hosts(p, required=False)
+    _name(p)
+    p.add_argument("--stop", action="store_true", help="close the tunnel and remove its file (the kernel keeps running)")
+
+
+def _cmd_tunnel(args, options):
+    from rk import api
+
+    return api.tunnel(args.hosts, args.name, args.stop, options)
+
+
+def _add_interrupt(sub, common) -> None:
+    p = sub.add_parser("interrupt", parents=[common], help="interrupt what the kernel runs (SIGINT), whatever front end is attached")
+    _hosts(p, required=True)
+    _name(p)
+
+
+def _cmd_interrupt(args, options):
+    from rk import api
+
+    return api.interrupt(args.hosts, args.name, options)
+
+
+def _add_restart(sub, common) -> None:
+    p = sub.add_parser("restart", parents=[common], help="restart the kernel, keeping its name, key and tunnel")
+    _hosts(p, required=True)
+    _name(p)
+
+
+def _cmd_restart(args, options):
+    from rk import api
+
+    return api.restart(args.hosts, args.name, options)
+
+
+def _add_console(sub, common) -> None:
+    p = sub.add_parser("console", parents=[common], help="open jupyter console on the kernel (through rk's tunnel)")
+    p.add_argument("--host", required=True, metavar="HOST", help="the kernel's host")
+    _name(p)
+
+
+def _cmd_console(args, options):
+    from rk import api
+
+    api.console(args.host, args.name, options)  # only returns by raising
+
+
+def _add_kernelspec(sub, common) -> None:
+    p = sub.add_parser("kernelspec", help="Jupyter kernelspecs that run a kernel on a host (JupyterLab, VS Code, ...)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    install = actions.add_parser("install", parents=[common], help="provision the host and register a kernelspec")
+    install.add_argument("--host", required=True, metavar="HOST", help="the host the kernels run on")
+    _name(install)
+    install.add_argument("--display-name", help="what front ends show (default: 'Python (NAME on HOST, rk)')")
+    install.add_argument("--spyder", action="store_true", help="run spyder-kernels (Spyder's variable explorer, debugger)")
+    install.add_argument("--python", metavar="PATH", help="use this interpreter on the host as it is")
+    install.add_argument("--lease", type=float, default=300, metavar="S",
+                         help="seconds a kernel outlives its front end's silence before the host stops it (default: %(default)s)")
+    actions.add_parser("list", parents=[common], help="rk's kernelspecs")
+    remove = actions.add_parser("remove", parents=[common], help="unregister a kernelspec (running kernels stay)")
+    remove.add_argument("--host", required=True, metavar="HOST")
+    _name(remove)
+
+
+def _cmd_kernelspec(args, options):
+    from rk import api
+
+    if args.action == "install":
+        return api.kernelspec.install(args.host, args.name, args.display_name, args.spyder, args.python, args.lease, options)
+    if args.action == "list":
+        return api.kernelspec.list_specs()
+    return api.kernelspec.remove(args.host, args.name)
+
+
 def _add_hosts(sub, common) -> None:
     p = sub.add_parser("hosts", parents=[common], help="what the inventory resolves to (contacts no host)")
     _hosts(p, required=False)
@@ -141,6 +218,11 @@ COMMANDS = {
     "status": (_add_status, _cmd_status),
     "provision": (_add_provision, _cmd_provision),
     "hosts": (_add_hosts, _cmd_hosts),
+    "tunnel": (_add_tunnel, _cmd_tunnel),
+    "interrupt": (_add_interrupt, _cmd_interrupt),
+    "restart": (_add_restart, _cmd_restart),
+    "console": (_add_console, _cmd_console),
+    "kernelspec": (_add_kernelspec, _cmd_kernelspec),
 }
 
 
@@ -216,9 +298,12 @@ def _print(args, result) -> None:
             for h in result.hosts
         ]
         print(render.table(rows, ["HOST", "ADDRESS", "PORT", "USER", "CONNECTION", "GROUPS"]))
+    elif args.command == "kernelspec":
+        rows = [[h.host, k.get("name"), k.get("kernelspec"), k.get("kernelspec_dir", "")] for h in result.hosts for k in h.kernels]
+        print(render.table(rows, ["HOST", "KERNEL", "KERNELSPEC", "DIRECTORY"]))
     else:
         print(render.table(render.kernel_rows(result), render.KERNEL_HEADER))
-        if args.command in ("up", "fetch"):
+        if args.command in ("up", "fetch", "tunnel", "restart"):
             for host in result.hosts:
                 text = render.connect_instructions(host)
                 if text:

@@ -49,6 +49,22 @@ def explain_unreachable(raw: str) -> tuple[str, str]:
     return "unreachable: " + first_line(raw), "try `ssh` to the host by hand to see why"
 
 
+# Failures whose words from Ansible are true but not helpful: (pattern, cause, hint).
+_FAILURE_CAUSES = [
+    (r"module interpreter '([^']+)' was not found|/usr/bin/python3?: (?:not found|No such file)",
+     "no Python on the host",
+     "`rk provision` installs python3 (it needs sudo there), or set ansible_python_interpreter"),
+]
+
+
+def explain_failure(raw: str) -> tuple[str, str]:
+    """Turn a failed task's message into (cause, hint)."""
+    for pattern, cause, hint in _FAILURE_CAUSES:
+        if re.search(pattern, raw, re.IGNORECASE):
+            return cause, hint
+    return first_line(raw, 500), "run again with -v to see Ansible's output"
+
+
 def first_line(text: str, limit: int = 300) -> str:
     for line in (text or "").splitlines():
         line = line.strip()

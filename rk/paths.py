@@ -21,8 +21,25 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def local_connection_file(inventory_host: str, kernel: str) -> Path:
-    return runtime_dir() / f"kernel-rk-{safe_name(inventory_host)}-{safe_name(kernel)}.json"
+# Fetched files (the host's ports, for front ends that tunnel themselves) and tunnel files
+# (127.0.0.1 with rk's local ports: use as is). Both match Jupyter's `kernel-*.json`.
+FETCHED = "kernel-rk-"
+TUNNEL = "kernel-rktunnel-"
+
+
+def local_connection_file(inventory_host: str, kernel: str, prefix: str = FETCHED) -> Path:
+    return runtime_dir() / f"{prefix}{safe_name(inventory_host)}-{safe_name(kernel)}.json"
+
+
+def tunnel_connection_file(inventory_host: str, kernel: str) -> Path:
+    return local_connection_file(inventory_host, kernel, TUNNEL)
+
+
+def state_dir() -> Path:
+    """rk's own state on this machine (XDG_STATE_HOME honoured), 0700."""
+    from platformdirs import user_state_dir
+
+    return ensure_private_dir(Path(user_state_dir("rk")))
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -41,7 +58,7 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def local_connection_files(inventory_host: str) -> dict[str, Path]:
+def local_connection_files(inventory_host: str, prefix: str = FETCHED) -> dict[str, Path]:
     """rk's connection files for one host in the runtime dir, by kernel name.
 
     Ownership is read from the `rk_host`/`rk_kernel` fields rk adds to each file it keeps: file
@@ -50,7 +67,7 @@ def local_connection_files(inventory_host: str) -> dict[str, Path]:
     """
     runtime = runtime_dir()
     found = {}
-    for path in sorted(runtime.glob("kernel-rk-*.json")) if runtime.is_dir() else []:
+    for path in sorted(runtime.glob(f"{prefix}*.json")) if runtime.is_dir() else []:
         try:
             if path.is_symlink() or path.stat().st_size > 65536:
                 continue

@@ -64,13 +64,13 @@ def kernel_rows(result: CommandResult) -> list[list]:
     rows = []
     for host in result.hosts:
         if host.status == "unreachable":
-            rows.append([host.host, "", "unreachable", "", "", "", "", "", ""])
+            rows.append([host.host, "", "unreachable", "", "", "", "", "", "", ""])
             continue
         if host.status != "ok":
-            rows.append([host.host, "", "failed", "", "", "", "", "", ""])
+            rows.append([host.host, "", "failed", "", "", "", "", "", "", ""])
             continue
         for k in host.kernels or [{"name": "", "state": "absent"}]:
-            local = k.get("local_file") or ""
+            local = k.get("tunnel_file") or k.get("local_file") or ""
             if local and k.get("local_stale"):
                 local += " (stale)"
             gpu = k.get("gpu_mem_mib")
@@ -84,13 +84,14 @@ def kernel_rows(result: CommandResult) -> list[list]:
                     k.get("python") or "",
                     human_bytes(k.get("rss_bytes")),
                     f"{gpu}MiB" if gpu is not None else "",
+                    k.get("tunnel") or "",
                     local,
                 ]
             )
     return rows
 
 
-KERNEL_HEADER = ["HOST", "KERNEL", "STATE", "PID", "UPTIME", "PYTHON", "MEMORY", "GPU", "LOCAL FILE"]
+KERNEL_HEADER = ["HOST", "KERNEL", "STATE", "PID", "UPTIME", "PYTHON", "MEMORY", "GPU", "TUNNEL", "LOCAL FILE"]
 
 
 def connect_instructions(host: HostResult) -> str:
@@ -100,7 +101,8 @@ def connect_instructions(host: HostResult) -> str:
         file = k.get("local_file")
         if not file:
             continue
-        lines.append(f"{host.host} / {k['name']}: {file}")
+        tunnel_file = k.get("tunnel_file")
+        lines.append(f"{host.host} / {k['name']}: {tunnel_file or file}")
         if connect.get("connection") == "local":
             lines.append(f"  jupyter console --existing {file}")
             continue
@@ -108,9 +110,15 @@ def connect_instructions(host: HostResult) -> str:
         user = connect.get("user") or k.get("user") or ""
         port = connect.get("port") or 22
         ssh = f"{user}@{address}" if user else address
-        lines.append(f"  jupyter console --existing {file} --ssh {ssh}:{port}")
+        if tunnel_file:
+            # rk's tunnel forwards 127.0.0.1 here to the kernel: a local kernel to any front end.
+            lines.append(f"  jupyter console --existing {tunnel_file}")
+            lines.append(f"  Spyder, 'Connect to an existing kernel' (local, no SSH settings): connection file {tunnel_file}")
+        else:
+            lines.append(f"  jupyter console --existing {file} --ssh {ssh}:{port}")
+        route = "Spyder's own SSH route" if tunnel_file else "Spyder"
         lines.append(
-            "  Spyder, 'Connect to an existing kernel': connection file "
+            f"  {route}, 'Connect to an existing kernel', remote kernel: connection file "
             f"{file}; hostname {address}; user {user or '(yours)'}; port {port}; "
             f"key file {connect.get('ssh_key_file') or '(your default key or agent)'}"
         )
@@ -153,7 +161,7 @@ class Progress:
                 return
             self.steps[host] = task
             if not self.tty:
-                self.stream.write(f"rk: {host}: {task}\n")
+                self.stream.write(f"rk: [{host}] {task}\n")
                 self.stream.flush()
 
     def _spin(self):

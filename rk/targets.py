@@ -33,6 +33,14 @@ class Selection:
     def shown(self, name: str) -> str:
         return self.display.get(name, name)
 
+    def hostvars(self, name: str) -> dict:
+        """The connection variables of one selected host (inventory or ad hoc)."""
+        if name in self.adhoc:
+            return self.adhoc[name]
+        from rk.runner import list_hosts
+
+        return list_hosts(self.inventories, name).get(name, {}) if self.inventories else {}
+
 
 def inventory_sources(explicit: list[str] | None) -> list[Path]:
     if explicit:

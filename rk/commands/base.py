@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from rk import runner
-from rk.errors import UsageError, explain_unreachable, first_line
+from rk.errors import UsageError, explain_failure, explain_unreachable, first_line
 from rk.exitcodes import ExitCode
 from rk.targets import Selection, inventory_sources, select
 
@@ -121,7 +121,7 @@ def run(
             cause, hint = explain_unreachable(host.message)
             result.hosts.append(HostResult(shown, "unreachable", cause, hint))
         elif host.status == "failed":
-            result.hosts.append(HostResult(shown, "failed", first_line(host.message, 500), _hint(host.message)))
+            result.hosts.append(HostResult(shown, "failed", *explain_failure(host.message)))
         else:
             result.hosts.append(HostResult(shown, "ok", changed=host.changed))
     return result, outcome.data
@@ -137,12 +137,6 @@ def _run_error(text: str) -> str:
     """The sentence of an Ansible [ERROR] block, without the file excerpt that follows it."""
     line = first_line(text.replace("[ERROR]:", "").replace("ERROR!", "").strip(), 300)
     return f"Ansible failed: {line}" if line else ""
-
-
-def _hint(message: str) -> str:
-    if "No such file or directory" in message and "python" in message.lower():
-        return "the host has no usable Python: run `rk provision` (it needs sudo to install python3)"
-    return "run again with -v to see Ansible's output"
 
 
 def kernels_of(data: dict, selection: Selection, result: CommandResult) -> None:

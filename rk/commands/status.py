@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rk import paths
 from rk.commands import base
+from rk.commands.tunnel import describe
 
 
 def status(hosts: list[str] | None, options: base.Options | None = None) -> base.CommandResult:
@@ -23,4 +24,5 @@ def status(hosts: list[str] | None, options: base.Options | None = None) -> base
             # A local file with no kernel behind it: left by a stop that could not reach the host.
             for name in sorted(set(local) - seen):
                 host.kernels.append({"name": name, "state": "absent", "local_file": str(local[name]), "local_stale": True})
+        describe(inventory_name, host.kernels)
     return result

@@ -1,9 +1,11 @@
-"""rk stop: stop a kernel (or all of a host's) and remove its connection files."""
+"""rk stop: stop a kernel (or all of a host's), remove its connection files and its tunnel."""
 
 from __future__ import annotations
 
 from rk import paths
+from rk import tunnel as tunnels
 from rk.commands import base
+from rk.commands.tunnel import teardown
 
 
 def stop(
@@ -22,4 +24,7 @@ def stop(
         for kernel in local if all_kernels else [name]:
             if kernel in local:
                 local[kernel].unlink(missing_ok=True)
+        for kernel in set(tunnels.of_host(inventory_name)) | set(paths.local_connection_files(inventory_name, paths.TUNNEL)):
+            if all_kernels or kernel == name:
+                teardown(inventory_name, kernel)
     return result

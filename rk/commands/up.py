@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from rk import paths
 from rk.commands import base
 from rk.commands.fetch import check_local_files
+from rk.commands.tunnel import connect_all
 from rk.errors import UsageError
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -49,7 +50,9 @@ class KernelSpec:
         return extravars
 
 
-def up(hosts: list[str], kernel: KernelSpec | None = None, options: base.Options | None = None) -> base.CommandResult:
+def up(hosts: list[str], kernel: KernelSpec | None = None, options: base.Options | None = None,
+       tunnel: bool = True) -> base.CommandResult:
+    """Start or reuse the kernel; unless `tunnel` is false, keep a tunnel to it (hosts over SSH)."""
     kernel = kernel or KernelSpec()
     options = options or base.Options()
     kernel.validate()
@@ -59,4 +62,6 @@ def up(hosts: list[str], kernel: KernelSpec | None = None, options: base.Options
     result, data = base.run("up", selection, extravars, options, "up")
     base.kernels_of(data, selection, result)
     check_local_files(result, selection)
+    if tunnel:
+        connect_all(result, selection, options)
     return result

@@ -1,0 +1,111 @@
+"""rk tunnel: keep a supervised SSH tunnel to a kernel and a local connection file that uses it.
+
+The tunnel file (`kernel-rktunnel-<host>-<kernel>.json` in Jupyter's runtime dir, 0600) is the
+fetched file with ip 127.0.0.1 and rk's local ports: a front end uses it as a local kernel,
+with no SSH settings. `rk up` calls `ensure` after each start; `rk stop` calls `teardown`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+from pathlib import Path
+
+from rk import paths, ssh
+from rk import tunnel as tunnels
+from rk.commands import base
+from rk.commands.fetch import fetch
+from rk.errors import RkError
+from rk.targets import Selection
+
+
+def tunnel(hosts: list[str] | None, name: str = "default", stop: bool = False,
+           options: base.Options | None = None) -> base.CommandResult:
+    options = options or base.Options()
+    base.check_name(name)
+    if stop:
+        selection = base.resolve(hosts, options)
+        result = base.CommandResult(command="tunnel")
+        for host in selection.limit:
+            kernel = {"name": name, "tunnel": "down"}
+            teardown(host, name)
+            result.hosts.append(base.HostResult(selection.shown(host), "ok", kernels=[kernel]))
+        return result
+    result = fetch(hosts, name, options)
+    result.command = "tunnel"
+    connect_all(result, base.resolve(hosts, options), options)
+    return result
+
+
+def connect_all(result: base.CommandResult, selection: Selection, options: base.Options) -> None:
+    """Ensure a tunnel for every fetched kernel of the hosts that are reached over SSH."""
+    by_shown = {selection.shown(n): n for n in selection.limit}
+    for host in result.hosts:
+        name = by_shown[host.host]
+        hostvars = selection.hostvars(name)
+        if host.status != "ok" or hostvars.get("ansible_connection") == "local":
+            continue
+        for kernel in host.kernels:
+            if not kernel.get("local_file"):
+                continue
+            try:
+                ensure(name, hostvars, kernel, options.accept_new_host_keys)
+            except RkError as exc:
+                host.status, host.message, host.hint = "failed", exc.message, exc.hint
+
+
+def ensure(host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool = False) -> None:
+    """Forward local ports to the kernel's ports and write the tunnel file; reuse what still fits."""
+    fetched = json.loads(Path(kernel["local_file"]).read_text())
+    remote = {port: fetched[port] for port in tunnels.PORT_NAMES}
+    target = ssh.Target.from_hostvars(host, hostvars)
+
+    def argv_for(forwards):
+        return ssh.forward_argv(target, forwards, accept_new_host_keys)
+
+    with _locked(host, kernel["name"]):
+        current = tunnels.find(host, kernel["name"])
+        wanted = argv_for([(current.local_ports[p], remote[p]) for p in tunnels.PORT_NAMES]) if current else None
+        if current is None or not tunnels.alive(current) or current.argv != wanted:
+            # A restarted kernel has new ports on the host: forward the same local ports to them,
+            # so that the tunnel file and the front ends that use it stay valid.
+            local = current.local_ports if current else None
+            if current:
+                tunnels.stop(current)
+            current = tunnels.start(host, kernel["name"], argv_for, remote, local)
+        tunnel_file = paths.tunnel_connection_file(host, kernel["name"])
+        info = dict(fetched, ip="127.0.0.1", rk_role="tunnel", **current.local_ports)
+        paths.write_private(tunnel_file, json.dumps(info, indent=1))
+    kernel.update(tunnel=tunnels.state(current), tunnel_file=str(tunnel_file), local_ports=current.local_ports)
+
+
+def teardown(host: str, kernel: str) -> None:
+    """Stop the kernel's tunnel, if any, and remove its tunnel file."""
+    with _locked(host, kernel):
+        current = tunnels.find(host, kernel)
+        if current:
+            tunnels.stop(current)
+    tunnel_files = paths.local_connection_files(host, paths.TUNNEL)
+    if kernel in tunnel_files:
+        tunnel_files[kernel].unlink(missing_ok=True)
+
+
+def describe(host: str, kernels: list[dict]) -> None:
+    """Add each kernel's tunnel state and tunnel file (for rk status)."""
+    recorded = tunnels.of_host(host)
+    files = paths.local_connection_files(host, paths.TUNNEL)
+    for kernel in kernels:
+        if kernel["name"] in recorded or kernel["name"] in files:
+            kernel["tunnel"] = tunnels.state(recorded.get(kernel["name"]))
+        if kernel["name"] in files:
+            kernel["tunnel_file"] = str(files[kernel["name"]])
+
+
+@contextlib.contextmanager
+def _locked(host: str, kernel: str):
+    """One rk at a time changes a given tunnel (ten parallel `rk up` make one tunnel)."""
+    lock = tunnels.state_file(host, kernel).with_suffix(".lock")
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield

@@ -1,0 +1,283 @@
+"""Supervised SSH tunnels from local ports to a kernel's five ports on a host.
+
+One detached supervisor a (host, kernel): `python -m rk.tunnel STATE_FILE`, in its own session,
+output to a log beside its state file in rk's XDG state directory. It runs `ssh -N -L ...` and,
+whenever ssh ends (network loss, laptop sleep, a killed ssh), starts it again on the same local
+ports after a bounded backoff. It never touches the kernel. It stops on SIGTERM, or when its
+state file is removed or names another process.
+
+The state file holds ports, ssh's argv and the supervisor's pid and start time; never the key.
+A pid is signalled only when the process still has the recorded start time and is a tunnel
+supervisor (pids get reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rk import paths
+from rk.errors import RkError
+
+RETRY_S = (1, 2, 4, 8, 15)  # waits between attempts; the last one repeats
+STABLE_S = 30  # an ssh that lasted this long was a working tunnel: the next wait starts over
+START_TIMEOUT_S = 30
+PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+_MARK = "rk.tunnel"
+
+
+@dataclass
+class Tunnel:
+    host: str  # inventory name
+    kernel: str
+    argv: list[str]
+    forwards: dict[str, list[int]]  # port name -> [local, remote]
+    pid: int | None = None
+    starttime: str | None = None
+    path: str = field(default="", compare=False)
+
+    @property
+    def local_ports(self) -> dict[str, int]:
+        return {name: pair[0] for name, pair in self.forwards.items()}
+
+    @property
+    def remote_ports(self) -> dict[str, int]:
+        return {name: pair[1] for name, pair in self.forwards.items()}
+
+    @property
+    def log(self) -> Path:
+        return Path(self.path).with_suffix(".log")
+
+
+def state_file(host: str, kernel: str) -> Path:
+    # The hash keeps host "a-b" kernel "c" apart from host "a" kernel "b-c".
+    digest = hashlib.sha256(f"{host}\0{kernel}".encode()).hexdigest()[:8]
+    return tunnels_dir() / f"{paths.safe_name(host)}-{paths.safe_name(kernel)}-{digest}.json"
+
+
+def tunnels_dir() -> Path:
+    return paths.ensure_private_dir(paths.state_dir() / "tunnels")
+
+
+def load(path: Path) -> Tunnel | None:
+    try:
+        data = json.loads(path.read_text())
+        return Tunnel(**{k: data[k] for k in ("host", "kernel", "argv", "forwards", "pid", "starttime")}, path=str(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def find(host: str, kernel: str) -> Tunnel | None:
+    return load(state_file(host, kernel))
+
+
+def of_host(host: str) -> dict[str, Tunnel]:
+    """Every recorded tunnel of one host, by kernel name."""
+    found = {}
+    for path in sorted(tunnels_dir().glob("*.json")):
+        tunnel = load(path)
+        if tunnel and tunnel.host == host:
+            found[tunnel.kernel] = tunnel
+    return found
+
+
+def _save(tunnel: Tunnel) -> None:
+    data = asdict(tunnel)
+    del data["path"]
+    paths.write_private(Path(tunnel.path), json.dumps(data, indent=1))
+
+
+def process_starttime(pid: int) -> str | None:
+    """The kernel's start time of a process (Linux /proc), or `ps`'s elsewhere; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+        fields = data[data.rindex(")") + 2:].split()
+        return None if fields[0] in ("Z", "X") else fields[19]
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass
+    result = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True)
+    return result.stdout.strip() or None
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
+
+
+def alive(tunnel: Tunnel) -> bool:
+    """Is the recorded supervisor still that very process?"""
+    if not tunnel.pid or not tunnel.starttime:
+        return False
+    return process_starttime(tunnel.pid) == tunnel.starttime and _MARK in _cmdline(tunnel.pid)
+
+
+def listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def state(tunnel: Tunnel | None) -> str:
+    """up (forwarding), reconnecting (supervisor alive, ssh not connected) or down."""
+    if tunnel is None or not alive(tunnel):
+        return "down"
+    return "up" if listening(tunnel.forwards["shell_port"][0]) else "reconnecting"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now, all different (held open together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def start(host: str, kernel: str, argv_for: Callable[[list[tuple[int, int]]], list[str]],
+          remote: dict[str, int], local: dict[str, int] | None = None) -> Tunnel:
+    """Start a supervisor forwarding `local` (or new free ports) to `remote`; wait until it forwards."""
+    path = state_file(host, kernel)
+    ports = local or dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
+    forwards = {name: [ports[name], remote[name]] for name in PORT_NAMES}
+    tunnel = Tunnel(host, kernel, argv_for([tuple(pair) for pair in forwards.values()]), forwards, path=str(path))
+    _save(tunnel)
+    log = os.open(tunnel.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", _MARK, str(path)], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+        )
+    finally:
+        os.close(log)
+    tunnel.pid = proc.pid
+    tunnel.starttime = process_starttime(proc.pid)
+    _save(tunnel)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not listening(forwards["shell_port"][0]):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(tunnel)
+            raise RkError(f"the SSH tunnel to {host} did not come up: {_log_tail(tunnel)}",
+                          f"its log is {tunnel.log}; try `ssh` to the host by hand")
+        time.sleep(0.1)
+    return tunnel
+
+
+def stop(tunnel: Tunnel, timeout: float = 10) -> None:
+    """Stop the supervisor (and so its ssh) and forget the tunnel."""
+    if alive(tunnel):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(tunnel.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while alive(tunnel) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    Path(tunnel.path).unlink(missing_ok=True)
+    tunnel.log.unlink(missing_ok=True)
+
+
+def _log_tail(tunnel: Tunnel) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line for line in tunnel.log.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:300]
+    return "no output"
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the process that started it dies (Linux), so no ssh outlives rk's supervisor."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Supervisor:
+    """Run `argv` again and again until stopped; the waits between runs back off and are bounded.
+
+    `retry(returncode)` says whether an ended ssh is to be started again. `on_start(proc)` sees
+    each new process (the kernelspec launcher talks to the host through its stdin).
+    """
+
+    def __init__(self, argv: list[str], log=None, stdin: int = subprocess.DEVNULL,
+                 retry: Callable[[int], bool] = lambda code: True,
+                 on_start: Callable[[subprocess.Popen], None] | None = None):
+        self.argv = argv
+        self.log = log
+        self.stdin = stdin
+        self.retry = retry
+        self.on_start = on_start
+        self.stopping = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None
+
+    def run(self, keep_going: Callable[[], bool] = lambda: True) -> int | None:
+        attempt = 0
+        while not self.stopping.is_set() and keep_going():
+            began = time.monotonic()
+            self.proc = subprocess.Popen(self.argv, stdin=self.stdin, stdout=self.log, stderr=self.log,
+                                         preexec_fn=_die_with_parent)
+            if self.on_start:
+                self.on_start(self.proc)
+            while self.proc.poll() is None:
+                if self.stopping.wait(0.5) or not keep_going():
+                    self._end()
+            self.returncode = self.proc.returncode
+            if self.stopping.is_set() or not self.retry(self.returncode):
+                break
+            attempt = 0 if time.monotonic() - began > STABLE_S else attempt + 1
+            wait = RETRY_S[min(attempt, len(RETRY_S) - 1)]
+            print(f"rk.tunnel: ssh ended with code {self.returncode}; again in {wait} s", file=sys.stderr, flush=True)
+            self.stopping.wait(wait)
+        return self.returncode
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._end()
+
+    def _end(self) -> None:
+        proc = self.proc
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def main(argv: list[str]) -> int:
+    """The detached supervisor: `python -m rk.tunnel STATE_FILE`."""
+    path = Path(argv[0])
+    tunnel = load(path)
+    if tunnel is None:
+        print(f"rk.tunnel: no tunnel state in {path}", file=sys.stderr)
+        return 1
+    supervisor = Supervisor(tunnel.argv)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: supervisor.stopping.set())
+
+    def still_mine() -> bool:
+        current = load(path)
+        return current is not None and current.pid in (None, os.getpid())
+
+    supervisor.run(still_mine)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
