@@ -1,0 +1,1 @@
+"""rk benchmark: python -m bench (see bench/README.md)."""
