@@ -1,5 +1,7 @@
 """Errors rk reports as one readable line, and the hints that go with host failures."""
 
+from __future__ import annotations
+
 import re
 
 
@@ -43,10 +45,7 @@ _SSH_CAUSES = [
 
 def explain_unreachable(raw: str) -> tuple[str, str]:
     """Turn ssh's words about an unreachable host into (cause, hint)."""
-    for pattern, cause, hint in _SSH_CAUSES:
-        if re.search(pattern, raw, re.IGNORECASE):
-            return cause, hint
-    return "unreachable: " + first_line(raw), "try `ssh` to the host by hand to see why"
+    return _explain(raw, _SSH_CAUSES) or ("unreachable: " + first_line(raw), "try `ssh` to the host by hand to see why")
 
 
 # Failures whose words from Ansible are true but not helpful: (pattern, cause, hint).
@@ -59,10 +58,14 @@ _FAILURE_CAUSES = [
 
 def explain_failure(raw: str) -> tuple[str, str]:
     """Turn a failed task's message into (cause, hint)."""
-    for pattern, cause, hint in _FAILURE_CAUSES:
+    return _explain(raw, _FAILURE_CAUSES) or (first_line(raw, 500), "run again with -v to see Ansible's output")
+
+
+def _explain(raw: str, table: list[tuple[str, str, str]]) -> tuple[str, str] | None:
+    for pattern, cause, hint in table:
         if re.search(pattern, raw, re.IGNORECASE):
             return cause, hint
-    return first_line(raw, 500), "run again with -v to see Ansible's output"
+    return None
 
 
 def first_line(text: str, limit: int = 300) -> str:
