@@ -18,8 +18,9 @@ from .images import cache_dir
 PYTHON_VERSION = "3.11"
 PLATFORMS = ["manylinux2014_x86_64",
              *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1))]
-# pip is included so that a host without the venv module can still run pip from its wheel.
-REQUIREMENTS = ("ipykernel", "pip")
+# pip is included so that a host without the venv module can still run pip from its wheel;
+# spyder-kernels in the range of roles/rk_python/defaults/main.yml, for `rk up --spyder`.
+REQUIREMENTS = ("ipykernel", "pip", "spyder-kernels>=3.1.0,<3.2.0")
 
 
 def ensure_wheelhouse() -> Path:

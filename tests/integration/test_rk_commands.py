@@ -80,9 +80,15 @@ def test_up_prints_how_to_connect(make_hosts, env, stopped_after):
     result = rk(env, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON)
     assert result.returncode == 0, result.stderr
     port = group.hosts[0].port
-    assert f"--ssh rk@127.0.0.1:{port}" in result.stdout
-    assert "jupyter console --existing " in result.stdout
-    assert f"hostname 127.0.0.1; user rk; port {port}; key file {group.private_key}" in result.stdout
+    runtime = env["JUPYTER_RUNTIME_DIR"]
+    # rk's tunnel file is the one to use; the fetched file serves Spyder's own SSH route.
+    assert f"jupyter console --existing {runtime}/kernel-rktunnel-h1-default.json\n" in result.stdout
+    assert "--ssh" not in result.stdout
+    assert (f"connection file {runtime}/kernel-rk-h1-default.json; hostname 127.0.0.1; user rk; port {port}; "
+            f"key file {group.private_key}") in result.stdout
+
+    no_tunnel = rk(env, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON, "--no-tunnel")
+    assert f"--existing {runtime}/kernel-rk-h1-default.json --ssh rk@127.0.0.1:{port}" in no_tunnel.stdout
 
 
 def test_stop_kills_the_kernel_and_removes_both_files(make_hosts, env):

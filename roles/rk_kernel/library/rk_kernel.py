@@ -36,8 +36,11 @@ options:
       - V(stopped) stops it (SIGTERM to its whole process tree and session, SIGKILL after
         O(stop_timeout)) and removes its directory.
       - V(status) reports V(alive), V(starting), V(dead) or V(absent); never changes anything.
+      - V(interrupted) sends SIGINT to the kernel process (what a front end's interrupt does).
+      - V(restarted) stops the kernel and starts it again with the settings, name and key it
+        was started with (new ports); the other options are ignored.
     type: str
-    choices: [started, stopped, status]
+    choices: [started, stopped, status, interrupted, restarted]
     default: started
   all:
     description: With O(state=stopped) or O(state=status), act on every kernel of this host.
@@ -73,6 +76,20 @@ options:
     type: list
     elements: str
     default: []
+  key_file:
+    description:
+      - With O(state=started), a connection file on the host (one a front end wrote) whose
+        HMAC key the kernel is to use instead of a new one. It is read and deleted.
+      - When the kernel already runs with that key it is left as it is; with another key the
+        call fails.
+    type: path
+  lease:
+    description:
+      - With O(state=started), seconds the kernel lives without a lease holder touching
+        C(<name>/lease); 0 for none. A later start of any kernel on the host removes
+        kernels whose lease expired.
+    type: float
+    default: 0
   start_timeout:
     description: Seconds to wait for the kernel to bind its ports.
     type: float
@@ -182,7 +199,8 @@ LOG_TAIL_BYTES = 4000
 
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
-    state=dict(type="str", default="started", choices=["started", "stopped", "status"]),
+    state=dict(type="str", default="started",
+               choices=["started", "stopped", "status", "interrupted", "restarted"]),
     all=dict(type="bool", default=False),
     python=dict(type="str", default="python3"),
     state_root=dict(type="path", default="~/.local/state/rk"),
@@ -191,6 +209,8 @@ ARGUMENT_SPEC = dict(
     gpus=dict(type="list", elements="str"),
     cwd=dict(type="path"),
     extra_args=dict(type="list", elements="str", default=[]),
+    key_file=dict(type="path", no_log=False),
+    lease=dict(type="float", default=0.0),
     start_timeout=dict(type="float", default=30.0),
     stop_timeout=dict(type="float", default=10.0),
 )
@@ -477,6 +497,20 @@ class Kernel:
         self.connection_file = os.path.join(self.dir, "kernel.json")
         self.state_file = os.path.join(self.dir, "state.json")
         self.log_file = os.path.join(self.dir, "kernel.log")
+        self.lease_file = os.path.join(self.dir, "lease")
+
+    def key(self):
+        return (read_json(self.connection_file) or {}).get("key")
+
+    def lease_expired(self, rec):
+        """A leased kernel whose holder stopped touching its lease file."""
+        lease = rec.get("lease_s") if rec else None
+        if not isinstance(lease, (int, float)) or lease <= 0:
+            return False
+        try:
+            return time.time() - os.stat(self.lease_file).st_mtime > lease
+        except OSError:
+            return True
 
     def exists(self):
         return os.path.lexists(self.dir)
@@ -595,7 +629,26 @@ def start_hint(tail, params):
             "Python is slow to import (network home?)" % "kernel.log")
 
 
-def launch(kernel, params):
+# What a restart needs to start the kernel again as it was.
+LAUNCH_PARAMS = ("python", "spyder", "env", "gpus", "cwd", "extra_args", "lease")
+
+
+def read_key_file(path):
+    """The HMAC key of a front end's connection file; the file is deleted either way."""
+    try:
+        info = read_json(path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    key = info.get("key") if isinstance(info, dict) else None
+    if not isinstance(key, str) or len(key) < 32:
+        raise KernelError("key_file %s holds no key of at least 32 characters" % path)
+    if info.get("signature_scheme", "hmac-sha256") != "hmac-sha256":
+        raise KernelError("key_file %s: only hmac-sha256 signatures are supported" % path)
+    return key
+
+
+def launch(kernel, params, key=None):
     """Write the connection file, start the kernel detached, wait for its ports."""
     python = resolve_python(params["python"])
     cwd = os.path.expanduser(params["cwd"] or "~")
@@ -603,7 +656,7 @@ def launch(kernel, params):
         raise KernelError("cwd %s is not a directory on %s" % (cwd, host_name()))
     os.mkdir(kernel.dir, 0o700)
     os.chmod(kernel.dir, 0o700)
-    key = secrets.token_hex(32)
+    key = key or secrets.token_hex(32)
     # Ports 0: ipykernel binds random free ports itself and rewrites this file (merging
     # what it found), so no other process can take a port between choosing and binding.
     connection = dict(("%s_port" % p, 0) for p in PORT_NAMES)
@@ -631,7 +684,11 @@ def launch(kernel, params):
         "started_at": time.time(),
         "name": kernel.name,
         "spyder": params["spyder"],
+        "lease_s": params["lease"] or None,
+        "launch": dict((k, params[k]) for k in LAUNCH_PARAMS),
     }
+    if params["lease"]:
+        write_private(kernel.lease_file, "")
     write_json_atomic(kernel.state_file, record)
     problem = wait_ready(kernel, proc, params["start_timeout"])
     if problem:
@@ -681,6 +738,10 @@ def validate(params):
     for key in params["env"] or {}:
         if not ENV_KEY_RE.match(str(key)):
             raise KernelError("invalid environment variable name %r" % (key,))
+    if params["state"] in ("interrupted", "restarted") and name is None:
+        raise KernelError("state=%s needs a kernel name" % params["state"])
+    if params["lease"] < 0:
+        raise KernelError("lease must be 0 or positive, got %r" % params["lease"])
     for knob in ("start_timeout", "stop_timeout"):
         if not params[knob] > 0:
             raise KernelError("%s must be positive, got %r" % (knob, params[knob]))
@@ -709,11 +770,29 @@ def lock_timeout(params):
     return params["start_timeout"] + params["stop_timeout"] + 2 * KILL_GRACE_S + 30
 
 
+def check_key(kernel, key):
+    if key is not None and kernel.key() != key:
+        raise KernelError("kernel %r runs with another key than key_file's; stop it first or "
+                          "use another name" % kernel.name)
+
+
+def sweep_expired(hostdir, params, keep):
+    """Remove leased kernels (other than `keep`) whose lease holder is gone. Under the lock."""
+    for name in kernel_names(hostdir):
+        kernel = Kernel(hostdir, name)
+        state, rec = kernel.state()
+        if name != keep and rec and rec.get("lease_s") and (state == "dead" or kernel.lease_expired(rec)):
+            check_private_dir(kernel.dir)
+            kernel.remove(rec, params["stop_timeout"])
+
+
 def start(params, check_mode):
     hostdir = host_dir(params)
     kernel = Kernel(hostdir, params["name"])
+    key = read_key_file(params["key_file"]) if params["key_file"] and not check_mode else None
     state, rec = kernel.state()
     if state == "alive":
+        check_key(kernel, key)
         return {kernel.name: kernel.info(state, rec, False, gpu_memory_by_pid())}
     if check_mode:
         return {kernel.name: kernel.info(state, rec, state != "starting")}
@@ -723,12 +802,51 @@ def start(params, check_mode):
         # Look again under the lock: a concurrent call may have started it meanwhile.
         if kernel.exists():
             check_private_dir(kernel.dir)
+        sweep_expired(hostdir, params, kernel.name)
         state, rec = kernel.state()
         if state in ("alive", "starting"):
+            check_key(kernel, key)
             return {kernel.name: kernel.info(state, rec, False, gpu_memory_by_pid())}
         if state == "dead":
             kernel.remove(rec, params["stop_timeout"])
-        rec = launch(kernel, params)
+        rec = launch(kernel, params, key)
+        return {kernel.name: kernel.info("alive", rec, True, gpu_memory_by_pid())}
+
+
+def running_kernel(params):
+    kernel = Kernel(host_dir(params), params["name"])
+    state, rec = kernel.state()
+    if state not in ("alive", "starting"):
+        verb = {"interrupted": "interrupt", "restarted": "restart"}[params["state"]]
+        raise KernelError("kernel %r is %s on %s: nothing to %s; start it with rk up"
+                          % (kernel.name, state, host_name(), verb))
+    return kernel, state, rec
+
+
+def interrupt(params, check_mode):
+    """SIGINT to the kernel process only (as Jupyter's signal-mode interrupt does)."""
+    kernel, state, rec = running_kernel(params)
+    if not check_mode:
+        if not same_process(rec["pid"], rec["starttime"], rec["boot_id"]):
+            raise KernelError("kernel %r ended meanwhile" % kernel.name)
+        os.kill(rec["pid"], signal.SIGINT)
+    return {kernel.name: kernel.info(state, rec, True)}
+
+
+def restart(params, check_mode):
+    """Stop the kernel and start it with its recorded settings and key; the ports change."""
+    kernel, state, rec = running_kernel(params)
+    if check_mode:
+        return {kernel.name: kernel.info(state, rec, True)}
+    hostdir = host_dir(params)
+    with host_lock(hostdir, lock_timeout(params)):
+        kernel, state, rec = running_kernel(params)
+        check_private_dir(kernel.dir)
+        key = kernel.key()
+        launch_params = dict(params)
+        launch_params.update(rec.get("launch") or {"python": rec.get("python"), "spyder": rec.get("spyder")})
+        kernel.remove(rec, params["stop_timeout"])
+        rec = launch(kernel, with_defaults(launch_params), key)
         return {kernel.name: kernel.info("alive", rec, True, gpu_memory_by_pid())}
 
 
@@ -773,7 +891,8 @@ def run(params, check_mode=False):
     """Do one action. Returns {'changed': bool, 'kernels': {name: info}}; raises KernelError."""
     params = with_defaults(params)
     validate(params)
-    action = {"started": start, "stopped": stop}.get(params["state"])
+    action = {"started": start, "stopped": stop, "interrupted": interrupt,
+              "restarted": restart}.get(params["state"])
     kernels = action(params, check_mode) if action else status(params)
     return {"changed": any(k["changed"] for k in kernels.values()), "kernels": kernels}
 
