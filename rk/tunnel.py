@@ -229,8 +229,10 @@ class Supervisor:
         attempt = 0
         while not self.stopping.is_set() and keep_going():
             began = time.monotonic()
+            # Its own process group: a front end's interrupt signals the launcher's whole group,
+            # and must not kill the ssh that carries the interrupt to the host.
             self.proc = subprocess.Popen(self.argv, stdin=self.stdin, stdout=self.log, stderr=self.log,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=_die_with_parent, process_group=0)
             if self.on_start:
                 self.on_start(self.proc)
             while self.proc.poll() is None:
