@@ -100,8 +100,9 @@ def p1_p2(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
     stop_kernels([host])
 
 
-def p3(bench: Bench, inv1: Path, inv8: Path, hosts8, reps: int, res: Results) -> None:
-    for warm in (False, True):
+def p3(bench: Bench, inv1: Path, inv8: Path, hosts8, reps: int, res: Results,
+       conditions: tuple[bool, ...] = (False,)) -> None:
+    for warm in conditions:
         cond = "warm" if warm else "cold"
         if warm:
             rk_up(bench, inv8, "bench")
