@@ -347,15 +347,14 @@ def test_spyder_kernel_answers_the_spyder_comm_handshake(make_hosts, wheelhouse,
     try:
         kernel = only_kernel(rk_json(env, "up", "-i", inv, "--host", "h1", "--spyder"))
         assert remote_kernels(group.hosts[0]) and "spyder_kernels.console" in remote_kernels(group.hosts[0])[0]
-        names = spyder_namespace(Path(kernel["tunnel_file"]), "spyder_probe = 42")
-        assert "spyder_probe" in names
+        assert spyder_is_defined(Path(kernel["tunnel_file"]), "spyder_probe = 42", "spyder_probe") is True
     finally:
         rk(env, "stop", "-i", inv, "--all")
 
 
-def spyder_namespace(connection_file: Path, code: str) -> dict:
+def spyder_is_defined(connection_file: Path, code: str, name: str):
     """Spyder's handshake: kernel_info with spyder_kernels_info, comm 'spyder_api', '_comm_ready'
-    answered, then a blocking remote call (get_namespace_view) and its reply."""
+    answered, then a blocking remote call (is_defined, as the editor asks) and its reply."""
     from jupyter_client import BlockingKernelClient
 
     client = BlockingKernelClient()
@@ -390,9 +389,9 @@ def spyder_namespace(connection_file: Path, code: str) -> dict:
         send("remote_call_reply", {"is_error": False, "call_id": call["call_id"], "call_name": call["call_name"],
                                    "call_return_value": None})
         call_id = uuid.uuid4().hex
-        send("remote_call", {"call_name": "get_namespace_view", "call_id": call_id,
+        send("remote_call", {"call_name": "is_defined", "call_id": call_id,
                              "settings": {"blocking": True, "send_reply": True},
-                             "call_args": [], "call_kwargs": {}, "buffered_args": [], "buffered_kwargs": []})
+                             "call_args": [name], "call_kwargs": {}, "buffered_args": [], "buffered_kwargs": []})
         reply = next(m for m in messages if m["content"]["data"]["content"].get("call_id") == call_id)
         content = reply["content"]["data"]["content"]
         assert content["is_error"] is False, content
