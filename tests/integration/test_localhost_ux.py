@@ -38,7 +38,7 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal():
     result = rk("status", "--host", "localhost")
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert lines and all(line.startswith("rk: localhost: ") for line in lines), result.stderr
+    assert lines and all(line.startswith("rk: [localhost] ") for line in lines), result.stderr
     assert "\r" not in result.stderr
     assert result.stdout.startswith("HOST")
 
@@ -66,7 +66,7 @@ def test_progress_is_one_redrawn_line_on_a_terminal():
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert b"\r" in seen and b"localhost: " in seen
-    assert b"\nrk: localhost:" not in seen  # no plain lines on a terminal
+    assert b"\nrk: [localhost]" not in seen  # no plain lines on a terminal
     assert out.startswith(b"HOST")  # the result still goes to stdout
 
 
