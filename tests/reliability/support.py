@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -97,3 +98,16 @@ def kernel_pids(host, name: str | None = None) -> list[int]:
 def alive_on(host, pid: int) -> bool:
     state = host.exec(f"ps -o stat= -p {pid}", check=False).stdout.strip()
     return bool(state) and not state.startswith("Z")
+
+
+def rk_within(env: dict, limit: float, *args: str) -> subprocess.CompletedProcess | None:
+    """Run rk; None when it has not finished after `limit` s (then it and its children are killed)."""
+    proc = subprocess.Popen([RK, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
