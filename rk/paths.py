@@ -43,8 +43,22 @@ def state_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` 0700 if missing; refuse one that others could tamper with."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create `path` 0700 if missing; refuse one that others could tamper with.
+
+    Missing parents are made 0700 as well: mkdir(parents=True) would make them 0777 minus the
+    umask, world-writable under umask 000, and whoever can write a parent can swap `path`.
+    """
+    missing = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = probe.parent
+    for new in reversed(missing):
+        try:
+            os.mkdir(new, 0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another rk; checked below when it is `path`
+        os.chmod(new, 0o700)  # mkdir's mode is masked by the umask
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise RkError(f"{path} is a symbolic link", "rk keeps connection files only in a real directory you own")
