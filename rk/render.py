@@ -99,9 +99,9 @@ def connect_instructions(host: HostResult) -> str:
     connect = host.connect or {}
     for k in host.kernels:
         file = k.get("local_file")
-        if not file:
-            continue
         tunnel_file = k.get("tunnel_file")
+        if not (file or tunnel_file):
+            continue
         lines.append(f"{host.host} / {k['name']}: {tunnel_file or file}")
         if connect.get("connection") == "local":
             lines.append(f"  jupyter console --existing {file}")
@@ -114,11 +114,11 @@ def connect_instructions(host: HostResult) -> str:
             # rk's tunnel forwards 127.0.0.1 here to the kernel: a local kernel to any front end.
             lines.append(f"  jupyter console --existing {tunnel_file}")
             lines.append(f"  Spyder, 'Connect to an existing kernel' (local, no SSH settings): connection file {tunnel_file}")
-        else:
-            lines.append(f"  jupyter console --existing {file} --ssh {ssh}:{port}")
-        route = "Spyder's own SSH route" if tunnel_file else "Spyder"
+            lines.append(f"  (Spyder's own SSH route instead: rk fetch --host {host.host} gives the file with the host's ports)")
+            continue
+        lines.append(f"  jupyter console --existing {file} --ssh {ssh}:{port}")
         lines.append(
-            f"  {route}, 'Connect to an existing kernel', remote kernel: connection file "
+            "  Spyder, 'Connect to an existing kernel', remote kernel: connection file "
             f"{file}; hostname {address}; user {user or '(yours)'}; port {port}; "
             f"key file {connect.get('ssh_key_file') or '(your default key or agent)'}"
         )

@@ -14,15 +14,20 @@ def status(hosts: list[str] | None, options: base.Options | None = None) -> base
     base.kernels_of(data, selection, result)
     for inventory_name, host in zip(selection.limit, result.hosts):
         local = paths.local_connection_files(inventory_name)
+        kept = set(local) | set(paths.local_connection_files(inventory_name, paths.TUNNEL))
         seen = set()
         for kernel in host.kernels:
             seen.add(kernel["name"])
             if kernel["name"] in local:
                 kernel["local_file"] = str(local[kernel["name"]])
+            if kernel["name"] in kept:
                 kernel["local_stale"] = kernel.get("state") != "alive"
         if host.status == "ok":
-            # A local file with no kernel behind it: left by a stop that could not reach the host.
-            for name in sorted(set(local) - seen):
-                host.kernels.append({"name": name, "state": "absent", "local_file": str(local[name]), "local_stale": True})
+            # Local files with no kernel behind them: left by a stop that could not reach the host.
+            for name in sorted(kept - seen):
+                stale = {"name": name, "state": "absent", "local_stale": True}
+                if name in local:
+                    stale["local_file"] = str(local[name])
+                host.kernels.append(stale)
         describe(inventory_name, host.kernels)
     return result

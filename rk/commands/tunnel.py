@@ -39,7 +39,7 @@ def tunnel(hosts: list[str] | None, name: str = "default", stop: bool = False,
 
 
 def connect_all(result: base.CommandResult, selection: Selection, options: base.Options) -> None:
-    """Ensure a tunnel for every fetched kernel of the hosts that are reached over SSH."""
+    """Ensure a tunnel for every fetched kernel of the hosts reached over SSH; drop the fetched file."""
     by_shown = {selection.shown(n): n for n in selection.limit}
     for host in result.hosts:
         name = by_shown[host.host]
@@ -53,6 +53,10 @@ def connect_all(result: base.CommandResult, selection: Selection, options: base.
                 ensure(name, hostvars, kernel, options.accept_new_host_keys)
             except RkError as exc:
                 host.status, host.message, host.hint = "failed", exc.message, exc.hint
+                continue
+            # The tunnel file replaces the fetched one: one local copy of the key, one file to
+            # use. `rk fetch` or `rk up --no-tunnel` give the host-port file for Spyder's SSH route.
+            Path(kernel.pop("local_file")).unlink(missing_ok=True)
 
 
 def ensure(host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool = False) -> None:

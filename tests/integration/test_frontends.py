@@ -126,8 +126,9 @@ def test_tunnel_file_is_a_local_kernel_that_survives_a_killed_tunnel(up_host, en
     assert tunnel_file.parent == Path(env["JUPYTER_RUNTIME_DIR"]) and tunnel_file.name.startswith("kernel-")
     assert stat.S_IMODE(tunnel_file.stat().st_mode) == 0o600
     info = json.loads(tunnel_file.read_text())
-    fetched = json.loads(Path(kernel["local_file"]).read_text())
-    assert info["ip"] == "127.0.0.1" and info["key"] == fetched["key"]
+    remote = json.loads(group.hosts[0].exec(f"cat {kernel['connection_file']}").stdout)
+    assert info["ip"] == "127.0.0.1" and info["key"] == remote["key"]
+    assert "local_file" not in kernel  # the tunnel file replaced the fetched one
     assert kernel["tunnel"] == "up"
 
     # jupyter_client, given only the file: no SSH settings at all.

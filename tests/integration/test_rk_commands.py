@@ -56,7 +56,8 @@ def test_up_starts_a_kernel_that_runs_code_then_reuses_it(make_hosts, env, stopp
     stopped_after(group.inventory)
     inv = str(group.inventory)
 
-    first = only_kernel(rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON))
+    # --no-tunnel: the fetched file, with the host's ports, as Spyder's own SSH route uses it.
+    first = only_kernel(rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON, "--no-tunnel"))
     assert first["state"] == "alive"
     local = Path(first["local_file"])
     assert local.parent == Path(env["JUPYTER_RUNTIME_DIR"])
@@ -68,7 +69,7 @@ def test_up_starts_a_kernel_that_runs_code_then_reuses_it(make_hosts, env, stopp
     with ssh_tunnel(host, local) as info:
         assert execute(info, "import socket; x = 41; print(socket.gethostname())").strip() == host.container
 
-    again = rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON)
+    again = rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON, "--no-tunnel")
     assert only_kernel(again)["pid"] == first["pid"]
     with ssh_tunnel(host, local) as info:
         assert execute(info, "print(x + 1)").strip() == "42"  # the same kernel, its state intact
@@ -81,14 +82,16 @@ def test_up_prints_how_to_connect(make_hosts, env, stopped_after):
     assert result.returncode == 0, result.stderr
     port = group.hosts[0].port
     runtime = env["JUPYTER_RUNTIME_DIR"]
-    # rk's tunnel file is the one to use; the fetched file serves Spyder's own SSH route.
+    # rk's tunnel file is the one to use, and the only local copy of the key.
     assert f"jupyter console --existing {runtime}/kernel-rktunnel-h1-default.json\n" in result.stdout
-    assert "--ssh" not in result.stdout
-    assert (f"connection file {runtime}/kernel-rk-h1-default.json; hostname 127.0.0.1; user rk; port {port}; "
-            f"key file {group.private_key}") in result.stdout
+    assert "--ssh" not in result.stdout and "rk fetch --host h1" in result.stdout
+    assert not Path(runtime, "kernel-rk-h1-default.json").exists()
 
+    # Without a tunnel: the fetched file and the settings for jupyter's and Spyder's own SSH.
     no_tunnel = rk(env, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON, "--no-tunnel")
     assert f"--existing {runtime}/kernel-rk-h1-default.json --ssh rk@127.0.0.1:{port}" in no_tunnel.stdout
+    assert (f"connection file {runtime}/kernel-rk-h1-default.json; hostname 127.0.0.1; user rk; port {port}; "
+            f"key file {group.private_key}") in no_tunnel.stdout
 
 
 def test_stop_kills_the_kernel_and_removes_both_files(make_hosts, env):
@@ -101,7 +104,7 @@ def test_stop_kills_the_kernel_and_removes_both_files(make_hosts, env):
     doc = rk_json(env, "stop", "-i", inv, "--host", "h1")
     assert doc["hosts"][0]["status"] == "ok"
     assert host.exec(f"kill -0 {kernel['pid']}", check=False).returncode != 0
-    assert not Path(kernel["local_file"]).exists()
+    assert not Path(kernel["tunnel_file"]).exists()
     assert host.exec(f"test -e {kernel['connection_file']}", check=False).returncode != 0
 
     status = rk_json(env, "status", "-i", inv)
@@ -139,9 +142,9 @@ def test_ad_hoc_user_at_host_port_with_the_users_own_ansible_settings(make_hosts
     target = f"rk@127.0.0.1:{host.port}"
     try:
         kernel = only_kernel(rk_json(env, "up", "--host", target, "--python", SYSTEM_PYTHON), host=target)
-        assert Path(kernel["local_file"]).name == f"kernel-rk-rk_127.0.0.1_{host.port}-default.json"
-        with ssh_tunnel(host, Path(kernel["local_file"])) as info:
-            assert execute(info, "print(6 * 7)").strip() == "42"
+        # rk's tunnel reaches the ad hoc host with the user's own key and known_hosts settings.
+        assert Path(kernel["tunnel_file"]).name == f"kernel-rktunnel-rk_127.0.0.1_{host.port}-default.json"
+        assert execute(Path(kernel["tunnel_file"]), "print(6 * 7)").strip() == "42"
     finally:
         rk(env, "stop", "--host", target)
 
@@ -188,7 +191,7 @@ def test_json_envelope_schema(make_hosts, env, stopped_after):
     (host,) = doc["hosts"]
     assert set(host) == {"host", "status", "message", "hint", "changed", "kernels", "python", "connect"}
     kernel = host["kernels"][0]
-    for key in ("name", "state", "pid", "ports", "connection_file", "local_file", "python", "uptime_s"):
+    for key in ("name", "state", "pid", "ports", "connection_file", "tunnel", "tunnel_file", "python", "uptime_s"):
         assert key in kernel, key
     assert set(kernel["ports"]) == {"shell", "iopub", "stdin", "control", "hb"}
     assert "key" not in kernel
