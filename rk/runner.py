@@ -176,26 +176,31 @@ def _message(res: dict) -> str:
     return "\n".join(p for p in parts if p).strip()
 
 
-def list_hosts(inventories: list[Path], pattern: str) -> dict[str, dict]:
-    """Hosts that `pattern` names in the inventories, with their connection variables."""
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.vars.manager import VariableManager
+class Inventory:
+    """The user's inventories, parsed once (with rk's ansible.cfg) for one command's questions."""
 
-    os.environ.setdefault("ANSIBLE_CONFIG", str(content.ansible_cfg()))
-    loader = DataLoader()
-    inventory = InventoryManager(loader=loader, sources=[str(p) for p in inventories])
-    variables = VariableManager(loader=loader, inventory=inventory)
-    hosts = {}
-    for host in inventory.list_hosts(pattern):
-        if host.implicit:
-            continue
-        hv = variables.get_vars(host=host, include_hostvars=False)
-        hosts[host.name] = {
-            "groups": sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped")),
-            **{k: hv[k] for k in _CONNECTION_VARS if k in hv},
-        }
-    return hosts
+    def __init__(self, sources: list[Path]):
+        os.environ.setdefault("ANSIBLE_CONFIG", str(content.ansible_cfg()))  # read when Ansible loads
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.vars.manager import VariableManager
+
+        loader = DataLoader()
+        self._inventory = InventoryManager(loader=loader, sources=[str(p) for p in sources])
+        self._variables = VariableManager(loader=loader, inventory=self._inventory)
+
+    def hosts(self, pattern: str) -> dict[str, dict]:
+        """Hosts that `pattern` names, with their connection variables and groups."""
+        found = {}
+        for host in self._inventory.list_hosts(pattern):
+            if host.implicit:
+                continue
+            hv = self._variables.get_vars(host=host, include_hostvars=False)
+            found[host.name] = {
+                "groups": sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped")),
+                **{k: hv[k] for k in _CONNECTION_VARS if k in hv},
+            }
+        return found
 
 
 _CONNECTION_VARS = (

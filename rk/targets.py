@@ -29,17 +29,14 @@ class Selection:
     limit: list[str] = field(default_factory=list)
     adhoc: dict[str, dict] = field(default_factory=dict)
     display: dict[str, str] = field(default_factory=dict)  # inventory name -> what the user typed
+    known: dict[str, dict] = field(default_factory=dict)  # inventory hosts' connection variables
 
     def shown(self, name: str) -> str:
         return self.display.get(name, name)
 
     def hostvars(self, name: str) -> dict:
         """The connection variables of one selected host (inventory or ad hoc)."""
-        if name in self.adhoc:
-            return self.adhoc[name]
-        from rk.runner import list_hosts
-
-        return list_hosts(self.inventories, name).get(name, {}) if self.inventories else {}
+        return self.adhoc.get(name) or self.known.get(name, {})
 
 
 def inventory_sources(explicit: list[str] | None) -> list[Path]:
@@ -67,15 +64,21 @@ def select(hosts: list[str] | None, inventories: list[Path]) -> Selection:
                 "name a host with --host (for example --host localhost or --host user@server) or give -i INVENTORY",
             )
         hosts = ["all"]
+    inventory = None
+    if inventories and any(_in_inventory_spelling(spec) for spec in hosts):
+        from rk.runner import Inventory
+
+        inventory = Inventory(inventories)  # parsed once for all --host values
     for spec in hosts:
-        _add(selection, spec.strip())
+        _add(selection, spec.strip(), inventory)
     return selection
 
 
-def _add(selection: Selection, spec: str) -> None:
+def _add(selection: Selection, spec: str, inventory) -> None:
     if not spec:
         raise UsageError("empty --host value")
-    known = _known(selection.inventories, spec)
+    known = inventory.hosts(spec) if inventory and _in_inventory_spelling(spec) else {}
+    selection.known.update(known)
     if known:
         for name in known:
             if name not in selection.limit:
@@ -103,9 +106,6 @@ def _add(selection: Selection, spec: str) -> None:
     selection.display[name] = spec
 
 
-def _known(inventories: list[Path], spec: str) -> list[str]:
-    if not inventories or (":" in spec and not _PATTERN_CHARS & set(spec)) or "@" in spec:
-        return []  # ad hoc spelling: user@host or host:port
-    from rk.runner import list_hosts
-
-    return list(list_hosts(inventories, spec))
+def _in_inventory_spelling(spec: str) -> bool:
+    """False for the ad hoc spellings user@host and host:port, which skip the inventory."""
+    return "@" not in spec and not (":" in spec and not _PATTERN_CHARS & set(spec))

@@ -6,14 +6,11 @@ from rk.commands import base
 
 
 def hosts(patterns: list[str] | None, options: base.Options | None = None) -> base.CommandResult:
-    from rk.runner import list_hosts
-
     options = options or base.Options()
     selection = base.resolve(patterns, options)
-    known = list_hosts(selection.inventories, ",".join(selection.limit)) if selection.inventories else {}
     result = base.CommandResult(command="hosts")
     for name in selection.limit:
-        hostvars = known.get(name) or selection.adhoc.get(name, {})
+        hostvars = selection.hostvars(name)
         result.hosts.append(
             base.HostResult(
                 selection.shown(name),
