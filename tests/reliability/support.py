@@ -111,3 +111,8 @@ def rk_within(env: dict, limit: float, *args: str) -> subprocess.CompletedProces
         proc.communicate()
         return None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def local_files(kernel: dict) -> list[Path]:
+    """The kernel's connection files on this machine: the tunnel file, and the fetched one when kept."""
+    return [Path(kernel[k]) for k in ("local_file", "tunnel_file") if kernel.get(k)]
