@@ -292,8 +292,8 @@ result = runner.run_playbook(sys.argv[1], limit=["h1"], extravars={},
                              options=runner.RunOptions(inventories=[Path(sys.argv[2])]))
 assert result.status == "successful" and not result.error, result
 """
-LIST_HOSTS = ("from pathlib import Path; from rk.runner import list_hosts; "
-              "list_hosts([Path({inv!r})], 'h1')")
+LIST_HOSTS = ("from pathlib import Path; from rk.runner import Inventory; "
+              "Inventory([Path({inv!r})]).hosts('h1')")
 
 
 def floors(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
@@ -316,7 +316,7 @@ def floors(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
         "python -c pass": lambda: timed([sys.executable, "-c", "pass"], bench.env),
         "python -c 'import rk.cli' (rk's import cost at start-up)":
             lambda: timed([sys.executable, "-c", "import rk.cli"], bench.env),
-        "in-process inventory parse (rk.runner.list_hosts, incl. python start)":
+        "in-process inventory parse (rk.runner.Inventory, incl. python start)":
             lambda: timed([sys.executable, "-c", LIST_HOSTS.format(inv=str(inv1))], bench.env),
         "ansible-playbook, empty play": lambda: timed([playbook, "-i", str(inv1), str(plays["empty"])], env),
         "ansible-runner (rk.runner), empty play":

@@ -40,10 +40,11 @@ class Selection:
 
 
 def inventory_sources(explicit: list[str] | None) -> list[Path]:
+    # Absolute: ansible-runner runs ansible-playbook from its own private directory.
     if explicit:
-        paths = [Path(p).expanduser() for p in explicit]
+        paths = [Path(p).expanduser().absolute() for p in explicit]
     elif os.environ.get("RK_INVENTORY"):
-        paths = [Path(p).expanduser() for p in os.environ["RK_INVENTORY"].split(os.pathsep) if p]
+        paths = [Path(p).expanduser().absolute() for p in os.environ["RK_INVENTORY"].split(os.pathsep) if p]
     else:
         candidates = [Path("inventory"), Path("~/.config/rk/inventory.yml").expanduser()]
         paths = [next((p for p in candidates if p.exists()), None)]

@@ -106,3 +106,10 @@ def test_malformed_host_is_a_usage_error(spec):
 def test_no_host_means_every_inventory_host(tmp_path):
     inv = write(tmp_path, "inv.ini", INI)
     assert sorted(select(None, [inv]).limit) == ["cpu1", "gpu1", "gpu2"]
+
+
+def test_a_relative_inventory_path_becomes_absolute(tmp_path):
+    # ansible-playbook runs from ansible-runner's private directory, not from here.
+    write(tmp_path, "inv.yml", YAML)
+    (source,) = inventory_sources(["inv.yml"])
+    assert source.is_absolute() and source == tmp_path / "inv.yml"
