@@ -208,3 +208,35 @@ def test_ten_parallel_ups_of_one_name_give_one_kernel(make_hosts, env, stopped_a
     assert len(pids) == 1
     running = group.hosts[0].exec("ps -u rk -o pid=,args= | grep [i]pykernel_launcher", check=False).stdout
     assert [int(line.split()[0]) for line in running.splitlines()] == list(pids)
+
+
+def test_provision_then_up_from_the_venv_then_fetch_and_hosts(make_hosts, env, wheelhouse, stopped_after):
+    group = make_hosts(n=1, image="python", offline=True)
+    stopped_after(group.inventory)
+    inv = str(group.inventory)
+    # An air-gapped lab host: the wheelhouse comes from group_vars beside the inventory.
+    (group.directory / "group_vars").mkdir()
+    (group.directory / "group_vars" / "testhosts.yml").write_text(f"rk_python_wheelhouse: {wheelhouse}\n")
+
+    provisioned = rk_json(env, "provision", "-i", inv)
+    (host,) = provisioned["hosts"]
+    assert host["status"] == "ok" and host["changed"] is True
+    venv_python = "/home/rk/.local/share/rk/venv/bin/python"
+    assert host["python"]["executable"] == venv_python and host["python"]["ipykernel"]
+    assert rk_json(env, "provision", "-i", inv)["hosts"][0]["changed"] is False
+
+    kernel = only_kernel(rk_json(env, "up", "-i", inv, "--host", "h1", "--no-tunnel"))
+    assert kernel["python"] == venv_python
+    local = Path(kernel["local_file"])
+    local.unlink()
+    fetched = only_kernel(rk_json(env, "fetch", "-i", inv, "--host", "h1"))
+    assert fetched["pid"] == kernel["pid"] and Path(fetched["local_file"]) == local
+    assert stat.S_IMODE(local.stat().st_mode) == 0o600
+    with ssh_tunnel(group.hosts[0], local) as info:
+        assert execute(info, "import sys; print(sys.executable)").strip() == venv_python
+
+    (listed,) = rk_json(env, "hosts", "-i", inv)["hosts"]
+    assert listed["host"] == "h1"
+    assert listed["connect"] | {"groups": None} == {
+        "address": "127.0.0.1", "port": group.hosts[0].port, "user": "rk", "connection": "ssh", "groups": None}
+    assert listed["connect"]["groups"] == ["testhosts"]
