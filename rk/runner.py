@@ -111,6 +111,8 @@ def run_playbook(
         adhoc = private / "adhoc.yml"
         adhoc.write_text(yaml.safe_dump({"all": {"hosts": adhoc_hosts}}))
         inventories.insert(0, str(adhoc))
+    variables = private / "extravars.yml"
+    variables.write_text(unsafe_yaml(extravars))
 
     def on_event(event: dict) -> bool:
         data = event.get("event_data", {})
@@ -136,7 +138,7 @@ def run_playbook(
             playbook=str(content.playbook(name)),
             inventory=inventories or None,
             limit=",".join(limit),
-            extravars=extravars,
+            extravars=str(variables),
             envvars=ansible_env(options.accept_new_host_keys),
             verbosity=options.verbosity or None,
             forks=max(5, min(len(limit) * 4, 100)),
@@ -152,6 +154,36 @@ def run_playbook(
         else:
             shutil.rmtree(private, ignore_errors=True)
     return result
+
+
+class _Unsafe(str):
+    pass
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+_UnsafeDumper.add_representer(_Unsafe, lambda dumper, text: dumper.represent_scalar("!unsafe", str(text)))
+
+
+def unsafe_yaml(data) -> str:
+    """Extra vars as YAML with every string tagged !unsafe: Ansible never templates them.
+
+    The values come from the user (--env, --cwd, --python, ...); as plain extra vars, a
+    "{{ lookup('pipe', ...) }}" among them would run on the controller.
+    """
+
+    def tag(value):
+        if isinstance(value, str):
+            return _Unsafe(value)
+        if isinstance(value, dict):
+            return {tag(k): tag(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [tag(v) for v in value]
+        return value
+
+    return yaml.dump(tag(data), Dumper=_UnsafeDumper, default_flow_style=False)
 
 
 def _apply_stats(result: RunResult, data: dict) -> None:

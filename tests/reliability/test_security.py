@@ -314,10 +314,6 @@ def test_a_hostile_python_path_is_refused_without_running_it(env, inv, sentinel)
     assert "not importable" in by_host(json.loads(result.stdout))["h1"]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="product: rk hands --env/--cwd/--python values to Ansible as extra "
-                   "vars, which Ansible treats as trusted templates: '{{ lookup(\"pipe\", ...) }}' in a value "
-                   "runs a command on the controller. rk must pass user values as unsafe (!unsafe / "
-                   "ansible.utils.unsafe_proxy) in rk/commands/up.py or rk/runner.py")
 def test_a_jinja_template_in_an_env_value_is_passed_verbatim_and_never_evaluated(env, inv, sentinel):
     value = "{{ lookup('ansible.builtin.pipe', 'touch %s') }}" % sentinel
     try:

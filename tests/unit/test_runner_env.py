@@ -59,3 +59,25 @@ def test_control_sockets_fit_the_unix_socket_limit_under_a_long_home(tmp_path, m
     control = ansible_env()["ANSIBLE_SSH_CONTROL_PATH_DIR"]
     assert len(control) + 1 + 40 + 17 < 108
     assert not control.startswith(str(long_home))
+
+
+def test_extra_vars_reach_ansible_as_unsafe_strings():
+    import yaml
+
+    from rk.runner import unsafe_yaml
+
+    data = {"rk_kernel_env": {"T": "{{ lookup('pipe', 'id') }}"}, "rk_kernel_all": True, "rk_python_packages": ["numpy"]}
+    text = unsafe_yaml(data)
+    tagged = []
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def unsafe(loader, node):
+        tagged.append(node.value)
+        return node.value
+
+    Loader.add_constructor("!unsafe", unsafe)
+    assert yaml.load(text, Loader=Loader) == data  # the same values...
+    assert sorted(tagged) == sorted(["rk_kernel_env", "T", "{{ lookup('pipe', 'id') }}", "rk_kernel_all",
+                                     "rk_python_packages", "numpy"])  # ...every string tagged
