@@ -122,9 +122,6 @@ def test_an_unsafe_state_directory_on_the_host_is_refused(host, env, inv, hostdi
     assert kernel_running(host, "refused") is False
 
 
-@pytest.mark.xfail(strict=True, reason="product: the rk_kernel module checks only <state_root>/<hostname>; "
-                   "a world-writable ~/.local/state/rk above it is accepted, so another user could swap "
-                   "the host directory (check_private_dir should cover state_root too)")
 def test_a_world_writable_state_root_on_the_host_is_refused(host, env, inv, hostdir):
     root = str(Path(hostdir).parent)
     host.exec(f"chmod 777 {root}")

@@ -404,9 +404,13 @@ def host_name():
     return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
 
 
-def check_private_dir(path):
-    """Refuse a state directory another user could tamper with."""
-    st = os.lstat(path)
+def check_private_dir(path, follow=False):
+    """Refuse a state directory another user could tamper with.
+
+    follow: the directory may be reached through a symlink (the state root, which users
+    move to a bigger disk); the directory it names must still be theirs and private.
+    """
+    st = os.stat(path) if follow else os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise KernelError("refusing state directory %s: it is a symlink; point state_root "
                           "(rk_kernel_state_root) at the real directory" % path)
@@ -433,6 +437,8 @@ def ensure_private_dir(path):
             os.chmod(new, 0o700)
         except FileExistsError:
             pass  # a concurrent call made it; checked below
+    # The level above too: whoever can write there can swap this directory for their own.
+    check_private_dir(os.path.dirname(path), follow=True)
     check_private_dir(path)
 
 
