@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import waiting
 from tests.integration.test_rk_commands import RK, SYSTEM_PYTHON, only_kernel, rk, rk_json
 from tests.kernels import execute
 
@@ -49,14 +50,7 @@ def up_host(make_hosts, env):
 
 
 def wait_until(predicate, what, timeout=DEADLINE_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.2)
+    return waiting.wait_until(predicate, what, timeout)
 
 
 def tunnel_states() -> list[dict]:

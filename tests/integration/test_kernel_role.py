@@ -13,12 +13,12 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import ansible_runner
 import pytest
 
+from tests import waiting
 from tests.kernels import execute, ssh_tunnel
 
 pytestmark = pytest.mark.hosts
@@ -58,12 +58,8 @@ def kernel_pids(host) -> list[int]:
     return [pid for pid, args in remote_processes(host).items() if "ipykernel_launcher" in args]
 
 
-def wait_until(predicate, what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.1)
+def wait_until(predicate, what, timeout=DEADLINE_S):
+    return waiting.wait_until(predicate, what, timeout)
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import pytest
 
+from tests.waiting import wait_until  # noqa: F401  (re-exported for the suite)
 RK = str(Path(sys.executable).with_name("rk"))
 SYSTEM_PYTHON = "/usr/bin/python3"  # the "python" image's interpreter, with Debian's ipykernel
 
@@ -64,18 +63,6 @@ def by_host(doc: dict) -> dict[str, dict]:
 
 def kernels_of(doc: dict, host: str = "h1") -> dict[str, dict]:
     return {k["name"]: k for k in by_host(doc)[host]["kernels"]}
-
-
-def wait_until(predicate, what: str, timeout: float = 30, every: float = 0.1):
-    """Poll `predicate` until it returns something true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(every)
 
 
 def processes(host, user: str = "rk") -> dict[int, str]:

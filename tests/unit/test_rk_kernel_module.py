@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import waiting
 from tests import kernels
 
 MODULE_PATH = Path(__file__).resolve().parents[2] / "roles/rk_kernel/library/rk_kernel.py"
@@ -56,11 +57,7 @@ def alive(pid):
 
 
 def wait_until(predicate, what, timeout=DEADLINE_S):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting until " + what)
-        time.sleep(0.05)
+    return waiting.wait_until(predicate, what, timeout)
 
 
 def secret(info):
