@@ -61,7 +61,7 @@ def connect_all(result: base.CommandResult, selection: Selection, options: base.
 
 def ensure(host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool = False) -> None:
     """Forward local ports to the kernel's ports and write the tunnel file; reuse what still fits."""
-    fetched = json.loads(Path(kernel["local_file"]).read_text())
+    fetched = _connection_info(host, kernel)
     remote = {port: fetched[port] for port in tunnels.PORT_NAMES}
     target = ssh.Target.from_hostvars(host, hostvars)
 
@@ -82,6 +82,25 @@ def ensure(host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool =
         info = dict(fetched, ip="127.0.0.1", rk_role="tunnel", **current.local_ports)
         paths.write_private(tunnel_file, json.dumps(info, indent=1))
     kernel.update(tunnel=tunnels.state(current), tunnel_file=str(tunnel_file), local_ports=current.local_ports)
+
+
+def _connection_info(host: str, kernel: dict) -> dict:
+    """The kernel's key and host ports, from the fetched file.
+
+    A concurrent `rk up` of the same kernel may already have replaced that file by the tunnel
+    file (written before the fetched file is removed): then the key comes from there, and the
+    host's ports from this run's own module result.
+    """
+    try:
+        return json.loads(Path(kernel["local_file"]).read_text())
+    except FileNotFoundError:
+        pass
+    try:
+        info = json.loads(paths.tunnel_connection_file(host, kernel["name"]).read_text())
+    except FileNotFoundError:
+        raise RkError(f"the connection file of kernel {kernel['name']} vanished meanwhile",
+                      "another rk stopped or changed it; run rk up again") from None
+    return info | {f"{port}_port": number for port, number in kernel["ports"].items()}
 
 
 def teardown(host: str, kernel: str) -> None:
