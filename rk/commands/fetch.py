@@ -10,15 +10,21 @@ from rk.targets import Selection
 
 
 def fetch(hosts: list[str] | None, name: str = "default", options: base.Options | None = None) -> base.CommandResult:
-    options = options or base.Options()
+    return run_and_fetch("fetch_kernel", hosts, name, options or base.Options(), "fetch")[0]
+
+
+def run_and_fetch(
+    playbook: str, hosts: list[str] | None, name: str, options: base.Options, command: str
+) -> tuple[base.CommandResult, Selection]:
+    """Run a playbook that ends by fetching kernel `name`'s file; check the files it fetched."""
     base.check_name(name)
     selection = base.resolve(hosts, options)
     fetch_dir = paths.ensure_private_dir(paths.runtime_dir())
     extravars = {"rk_kernel_name": name, "rk_kernel_fetch_dir": str(fetch_dir)}
-    result, data = base.run("fetch_kernel", selection, extravars, options, "fetch")
+    result, data = base.run(playbook, selection, extravars, options, command)
     base.kernels_of(data, selection, result)
     check_local_files(result, selection)
-    return result
+    return result, selection
 
 
 def check_local_files(result: base.CommandResult, selection: Selection) -> None:

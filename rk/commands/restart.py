@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from rk import paths
 from rk import tunnel as tunnels
 from rk.commands import base
-from rk.commands.fetch import check_local_files
+from rk.commands.fetch import run_and_fetch
 from rk.commands.tunnel import ensure
 
 
 def restart(hosts: list[str] | None, name: str = "default", options: base.Options | None = None) -> base.CommandResult:
     options = options or base.Options()
-    base.check_name(name)
-    selection = base.resolve(hosts, options)
-    fetch_dir = paths.ensure_private_dir(paths.runtime_dir())
-    extravars = {"rk_kernel_name": name, "rk_kernel_fetch_dir": str(fetch_dir)}
-    result, data = base.run("restart_kernel", selection, extravars, options, "restart")
-    base.kernels_of(data, selection, result)
-    check_local_files(result, selection)
+    result, selection = run_and_fetch("restart_kernel", hosts, name, options, "restart")
     for inventory_name, host in zip(selection.limit, result.hosts):
         if host.status != "ok" or tunnels.find(inventory_name, name) is None:
             continue

@@ -15,7 +15,7 @@ from pathlib import Path
 from rk import paths, ssh
 from rk import tunnel as tunnels
 from rk.commands import base
-from rk.commands.fetch import fetch
+from rk.commands.fetch import run_and_fetch
 from rk.errors import RkError
 from rk.targets import Selection
 
@@ -32,9 +32,8 @@ def tunnel(hosts: list[str] | None, name: str = "default", stop: bool = False,
             teardown(host, name)
             result.hosts.append(base.HostResult(selection.shown(host), "ok", kernels=[kernel]))
         return result
-    result = fetch(hosts, name, options)
-    result.command = "tunnel"
-    connect_all(result, base.resolve(hosts, options), options)
+    result, selection = run_and_fetch("fetch_kernel", hosts, name, options, "tunnel")
+    connect_all(result, selection, options)  # the same selection: the inventory is parsed once
     return result
 
 
