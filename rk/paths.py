@@ -1,9 +1,11 @@
 """Local paths: Jupyter's runtime directory for connection files, XDG for rk's own state."""
 
+import errno
 import json
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 from rk.errors import RkError
@@ -77,24 +79,128 @@ def local_connection_files(inventory_host: str, prefix: str = FETCHED) -> dict[s
 
     Ownership is read from the `rk_host`/`rk_kernel` fields rk adds to each file it keeps: file
     names alone are ambiguous (host "a-b" kernel "c" and host "a" kernel "b-c" look alike).
-    Unreadable or foreign files are skipped, never fatal.
+    Files of other hosts are skipped; corrupt ones (rk writes its files atomically, so a broken
+    one is damage, not a write in progress) and symlinks are quarantined.
     """
     runtime = runtime_dir()
     found = {}
     for path in sorted(runtime.glob(f"{prefix}*.json")) if runtime.is_dir() else []:
-        try:
-            if path.is_symlink() or path.stat().st_size > 65536:
-                continue
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+        info = read_json_or_quarantine(path)
         if isinstance(info, dict) and info.get("rk_host") == inventory_host and isinstance(info.get("rk_kernel"), str):
             found[info["rk_kernel"]] = path
     return found
 
 
+MAX_STATE_BYTES = 65536
+
+# Messages about files rk moved aside, collected for the command that runs (see new_notes).
+_notes: list[str] = []
+
+
+def new_notes() -> list[str]:
+    """Collect the quarantine messages from now on in a new list (one command's) and return it."""
+    global _notes
+    _notes = []
+    return _notes
+
+
+def read_json_or_quarantine(path: Path) -> dict | None:
+    """A JSON object rk wrote, or None when `path` is missing or was quarantined.
+
+    Never follows a symlink and never opens anything but a regular file (a FIFO would block).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            quarantine(path, "is a symbolic link")
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            problem = "is not a regular file"
+        elif st.st_size > MAX_STATE_BYTES:
+            problem = f"is larger than {MAX_STATE_BYTES} bytes"
+        else:
+            data, problem = _parse_object(f.read())
+            if problem is None:
+                return data
+    quarantine(path, problem)
+    return None
+
+
+def _parse_object(raw: bytes) -> tuple[dict | None, str | None]:
+    if not raw.strip():
+        return None, "is empty"
+    try:
+        data = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError included
+        return None, "is not valid JSON (truncated?)"
+    if not isinstance(data, dict):
+        return None, "is not a JSON object"
+    return data, None
+
+
+def quarantine(path: Path, problem: str) -> Path | None:
+    """Move a corrupt or planted file aside (never deleted: it may hold a key) and note it.
+
+    The new name, `<name>.corrupt-<UTC time>`, matches none of rk's or Jupyter's globs. A
+    symlink is moved as a link; its target is never touched.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(100):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
+        if os.path.lexists(aside):
+            continue
+        try:
+            os.rename(path, aside)  # rename moves the link itself, never its target
+        except FileNotFoundError:
+            return None  # another rk moved it first
+        except OSError as exc:
+            _notes.append(f"{path} {problem} and could not be moved aside ({exc.strerror}); rk ignores it: remove it")
+            return None
+        if not os.path.islink(aside):
+            os.chmod(aside, 0o600)
+        _notes.append(f"{path} {problem}: moved it aside to {aside.name} (it may hold a kernel's key: "
+                      "delete it once you have looked); `rk up` writes a new one")
+        return aside
+    return None
+
+
+def remove_stale_temp_files(directory: Path) -> None:
+    """Remove rk's temporary files whose writer died (a killed rk): `.<name>.<pid>.tmp` of
+    write_private and `.rk-fetch-<pid>-*` of the fetch. They may hold a key, half written."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        match = _TEMP.match(path.name)
+        if match and not _pid_alive(int(match.group("pid") or match.group("fetcher"))):
+            path.unlink(missing_ok=True)
+
+
+_TEMP = re.compile(r"^\.(?:.+\.(?P<pid>[0-9]+)\.tmp|rk-fetch-(?P<fetcher>[0-9]+)-.*)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_private(path: Path, text: str) -> None:
-    """Replace `path` atomically with a 0600 file, whatever the umask."""
+    """Replace `path` atomically with a 0600 file, whatever the umask.
+
+    A symlink planted at `path` is quarantined first (os.replace would only replace it, never
+    write through it, but its owner should hear of it).
+    """
+    if path.is_symlink():
+        quarantine(path, "is a symbolic link")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -54,6 +54,8 @@ def print_json(result: CommandResult, error=None) -> None:
 
 
 def print_failures(result: CommandResult) -> None:
+    for warning in result.warnings:
+        sys.stderr.write(f"rk: warning: {warning}\n")
     for host in result.hosts:
         if host.status != "ok":
             hint = f" (hint: {host.hint})" if host.hint else ""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -106,7 +108,9 @@ def run_playbook(
     """Run playbooks/<name>.yml over `limit` and return per-host outcomes and set_stats data."""
     import ansible_runner  # slow import: only when a playbook really runs
 
-    private = Path(tempfile.mkdtemp(prefix="rk-run-"))  # mkdtemp makes it 0700
+    remove_abandoned_run_dirs()
+    # mkdtemp makes it 0700. The pid says whether its rk still runs; kept ones are not "runs".
+    private = Path(tempfile.mkdtemp(prefix="rk-artifacts-" if options.keep_artifacts else f"rk-run-{os.getpid()}-"))
     result = RunResult()
     inventories = [str(p) for p in options.inventories]
     if adhoc_hosts:
@@ -156,6 +160,26 @@ def run_playbook(
         else:
             shutil.rmtree(private, ignore_errors=True)
     return result
+
+
+_RUN_DIR = re.compile(r"^rk-run-(?P<pid>[0-9]+)-[A-Za-z0-9_]+$")
+
+
+def remove_abandoned_run_dirs() -> None:
+    """Remove the private data dirs of rk runs that were killed (SIGKILL skips the cleanup):
+    they hold extra vars (--env values) and Ansible's artifacts."""
+    for path in Path(tempfile.gettempdir()).glob("rk-run-*-*"):
+        match = _RUN_DIR.match(path.name)
+        if not match or int(match.group("pid")) == os.getpid():
+            continue
+        try:
+            st = os.lstat(path)
+            os.kill(int(match.group("pid")), 0)
+        except ProcessLookupError:  # its rk is gone
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue  # vanished meanwhile, or the pid is someone else's: leave it
 
 
 class _Unsafe(str):

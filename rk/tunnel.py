@@ -72,22 +72,51 @@ def tunnels_dir() -> Path:
 
 
 def load(path: Path) -> Tunnel | None:
+    """The tunnel recorded in `path`, or None (the supervisor's view: it never moves files)."""
     try:
-        data = json.loads(path.read_text())
-        return Tunnel(**{k: data[k] for k in ("host", "kernel", "argv", "forwards", "pid", "starttime")}, path=str(path))
-    except (OSError, ValueError, KeyError, TypeError):
+        return _from_record(json.loads(path.read_text()), path)
+    except (OSError, ValueError):
         return None
 
 
+def _from_record(data, path: Path) -> Tunnel | None:
+    """A Tunnel from a state file's JSON, or None when it is not one rk wrote."""
+    try:
+        tunnel = Tunnel(**{k: data[k] for k in ("host", "kernel", "argv", "forwards", "pid", "starttime")}, path=str(path))
+    except (KeyError, TypeError):
+        return None
+    well_formed = (
+        isinstance(tunnel.host, str) and isinstance(tunnel.kernel, str)
+        and isinstance(tunnel.argv, list) and all(isinstance(a, str) for a in tunnel.argv)
+        and isinstance(tunnel.forwards, dict) and set(tunnel.forwards) == set(PORT_NAMES)
+        and all(isinstance(pair, list) and len(pair) == 2 and all(type(n) is int for n in pair)
+                for pair in tunnel.forwards.values())
+        and (tunnel.pid is None or type(tunnel.pid) is int)
+        and (tunnel.starttime is None or isinstance(tunnel.starttime, str))
+    )
+    return tunnel if well_formed else None
+
+
+def _recorded(path: Path) -> Tunnel | None:
+    """What rk's commands read: a corrupt or planted state file is quarantined (paths.quarantine)."""
+    data = paths.read_json_or_quarantine(path)
+    if data is None:
+        return None
+    tunnel = _from_record(data, path)
+    if tunnel is None:
+        paths.quarantine(path, "is not a tunnel state file rk wrote")
+    return tunnel
+
+
 def find(host: str, kernel: str) -> Tunnel | None:
-    return load(state_file(host, kernel))
+    return _recorded(state_file(host, kernel))
 
 
 def of_host(host: str) -> dict[str, Tunnel]:
     """Every recorded tunnel of one host, by kernel name."""
     found = {}
     for path in sorted(tunnels_dir().glob("*.json")):
-        tunnel = load(path)
+        tunnel = _recorded(path)
         if tunnel and tunnel.host == host:
             found[tunnel.kernel] = tunnel
     return found
@@ -269,6 +298,12 @@ def main(argv: list[str]) -> int:
     if tunnel is None:
         print(f"rk.tunnel: no tunnel state in {path}", file=sys.stderr)
         return 1
+    if tunnel.pid is None:
+        # The rk that started this supervisor records its pid next; if that rk is killed first,
+        # the record would name no process and this supervisor would be nobody's: record it here.
+        # Both write the same values.
+        tunnel.pid, tunnel.starttime = os.getpid(), process_starttime(os.getpid())
+        _save(tunnel)
     supervisor = Supervisor(tunnel.argv)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: supervisor.stopping.set())

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from rk import runner
+from rk import paths, runner
 from rk.errors import UsageError, explain_failure, explain_unreachable, first_line
 from rk.exitcodes import ExitCode
 from rk.targets import Selection, inventory_sources, select
@@ -45,6 +45,8 @@ class CommandResult:
     hosts: list[HostResult] = field(default_factory=list)
     interrupted: bool = False
     artifacts: str | None = None
+    # One sentence per local file rk moved aside (corrupt or planted) while the command ran.
+    warnings: list[str] = field(default_factory=paths.new_notes)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -67,6 +69,7 @@ class CommandResult:
             "exit_code": int(self.exit_code),
             "hosts": [asdict(h) for h in self.hosts],
             "error": None,
+            "warnings": self.warnings,
         }
 
 

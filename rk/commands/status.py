@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rk import paths
+from rk import tunnel as tunnels
 from rk.commands import base
 from rk.commands.tunnel import describe
 
@@ -12,6 +13,9 @@ def status(hosts: list[str] | None, options: base.Options | None = None) -> base
     selection = base.resolve(hosts, options)
     result, data = base.run("status", selection, {"rk_kernel_all": True}, options, "status")
     base.kernels_of(data, selection, result)
+    # A killed rk can leave half-written copies of a key behind: status cleans up after it.
+    paths.remove_stale_temp_files(paths.runtime_dir())
+    paths.remove_stale_temp_files(tunnels.tunnels_dir())
     for inventory_name, host in zip(selection.limit, result.hosts):
         local = paths.local_connection_files(inventory_name)
         kept = set(local) | set(paths.local_connection_files(inventory_name, paths.TUNNEL))

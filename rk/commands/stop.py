@@ -24,7 +24,17 @@ def stop(
         for kernel in local if all_kernels else [name]:
             if kernel in local:
                 local[kernel].unlink(missing_ok=True)
+        for kernel in host.kernels:
+            _remove_unclaimed_fetched_file(inventory_name, kernel["name"])
         for kernel in set(tunnels.of_host(inventory_name)) | set(paths.local_connection_files(inventory_name, paths.TUNNEL)):
             if all_kernels or kernel == name:
                 teardown(inventory_name, kernel)
     return result
+
+
+def _remove_unclaimed_fetched_file(host: str, kernel: str) -> None:
+    """The fetched file of a run killed before rk claimed it (added rk_host, rk_kernel)."""
+    path = paths.local_connection_file(host, kernel)
+    info = paths.read_json_or_quarantine(path)
+    if info is not None and "rk_host" not in info:
+        path.unlink(missing_ok=True)

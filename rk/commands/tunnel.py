@@ -94,11 +94,10 @@ def _connection_info(host: str, kernel: dict) -> dict:
         return json.loads(Path(kernel["local_file"]).read_text())
     except FileNotFoundError:
         pass
-    try:
-        info = json.loads(paths.tunnel_connection_file(host, kernel["name"]).read_text())
-    except FileNotFoundError:
+    info = paths.read_json_or_quarantine(paths.tunnel_connection_file(host, kernel["name"]))
+    if info is None:
         raise RkError(f"the connection file of kernel {kernel['name']} vanished meanwhile",
-                      "another rk stopped or changed it; run rk up again") from None
+                      "another rk stopped or changed it; run rk up again")
     return info | {f"{port}_port": number for port, number in kernel["ports"].items()}
 
 

@@ -186,7 +186,7 @@ def test_json_envelope_schema(make_hosts, env, stopped_after):
     group = make_hosts(n=1, image="python")
     stopped_after(group.inventory)
     doc = rk_json(env, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON)
-    assert set(doc) == {"schema", "command", "ok", "exit_code", "hosts", "error"}
+    assert set(doc) == {"schema", "command", "ok", "exit_code", "hosts", "error", "warnings"}
     assert (doc["schema"], doc["command"], doc["ok"], doc["exit_code"], doc["error"]) == (1, "up", True, 0, None)
     (host,) = doc["hosts"]
     assert set(host) == {"host", "status", "message", "hint", "changed", "kernels", "python", "connect"}

@@ -30,13 +30,15 @@ def test_hosts_whose_names_prefix_each_other_keep_their_own_files(runtime):
     assert paths.local_connection_files("gpu-2") == {"default": theirs}
 
 
-def test_broken_and_foreign_files_are_skipped(runtime):
+def test_foreign_files_are_skipped_and_broken_ones_moved_aside(runtime):
     good = keep(runtime, "h1", "default")
     (runtime / "kernel-rk-h1-trunc.json").write_text('{"key": "abc')
     (runtime / "kernel-rk-h1-list.json").write_text("[1, 2]")
     (runtime / "kernel-rk-h1-link.json").symlink_to(good)
     (runtime / "kernel-12345.json").write_text("{}")
     assert paths.local_connection_files("h1") == {"default": good}
+    assert len(list(runtime.glob("kernel-rk-h1-*.json.corrupt-*"))) == 3  # tests/unit/test_quarantine.py
+    assert (runtime / "kernel-12345.json").exists()  # Jupyter's own files are not rk's business
 
 
 def test_private_files_are_0600_even_under_umask_000(runtime):

@@ -41,7 +41,8 @@ class ActionModule(ActionBase):
             return dict(result, changed=not existed, dest=dest)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
-        fd, part = tempfile.mkstemp(dir=directory, prefix=".rk-fetch-")  # 0600
+        # 0600. The pid in the name tells a later run whether the writer is gone (killed midway).
+        fd, part = tempfile.mkstemp(dir=directory, prefix=f".rk-fetch-{os.getpid()}-")
         os.close(fd)
         try:
             self._connection.fetch_file(src, part)
