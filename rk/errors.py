@@ -58,7 +58,15 @@ _FAILURE_CAUSES = [
 
 def explain_failure(raw: str) -> tuple[str, str]:
     """Turn a failed task's message into (cause, hint)."""
-    return _explain(raw, _FAILURE_CAUSES) or (first_line(raw, 500), "run again with -v to see Ansible's output")
+    return _explain(raw, _FAILURE_CAUSES) or (first_line(raw, 500), own_hint(raw) or "run again with -v to see Ansible's output")
+
+
+def own_hint(raw: str) -> str:
+    """The `hint: ...` line under a module's or role's message (what to do), if it has one."""
+    for line in reversed((raw or "").splitlines()):
+        if line.strip().startswith("hint: "):
+            return line.strip()[len("hint: "):]
+    return ""
 
 
 def _explain(raw: str, table: list[tuple[str, str, str]]) -> tuple[str, str] | None:

@@ -173,6 +173,7 @@ kernels:
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -196,6 +197,9 @@ PARENT_ENV = ("JPY_PARENT_PID", "JPY_INTERRUPT_EVENT", "JPY_SESSION_NAME")
 KILL_GRACE_S = 5.0
 POLL_S = 0.05
 LOG_TAIL_BYTES = 4000
+# A kernel that dies while starting with less than this free beside its files is blamed on
+# the full disk: its own complaint may not even have reached kernel.log.
+LOW_SPACE_BYTES = 1 << 20
 
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
@@ -660,27 +664,63 @@ def launch(kernel, params, key=None):
     cwd = os.path.expanduser(params["cwd"] or "~")
     if not os.path.isdir(cwd):
         raise KernelError("cwd %s is not a directory on %s" % (cwd, host_name()))
-    os.mkdir(kernel.dir, 0o700)
-    os.chmod(kernel.dir, 0o700)
     key = key or secrets.token_hex(32)
+    entry = "spyder_kernels.console" if params["spyder"] else "ipykernel_launcher"
+    argv = [python, "-m", entry, "-f", kernel.connection_file] + list(params["extra_args"])
+    proc = None
+    try:
+        os.mkdir(kernel.dir, 0o700)
+        os.chmod(kernel.dir, 0o700)
+        write_connection_file(kernel, key)
+        proc = spawn(kernel, argv, cwd, params)
+        record = start_record(kernel, proc, argv, python, params)
+        if params["lease"]:
+            write_private(kernel.lease_file, "")
+        write_json_atomic(kernel.state_file, record)
+    except OSError as exc:
+        # A full or read-only disk half way: nothing of this kernel may stay, least of all a
+        # process no state file knows or a truncated kernel.json a later status trips on.
+        discard(kernel, proc)
+        raise storage_error(exc, kernel.dir)
+    problem = wait_ready(kernel, proc, params["start_timeout"])
+    if problem:
+        free = free_bytes(kernel.dir)
+        tail = log_tail(kernel, key)
+        discard(kernel, proc, record)
+        if free is not None and free < LOW_SPACE_BYTES:
+            raise KernelError("kernel %r on %s %s: the disk of %s is full (%d KiB free)\nhint: %s"
+                              % (kernel.name, host_name(), problem, kernel.dir, free // 1024,
+                                 SPACE_HINT))
+        raise KernelError("kernel %r on %s %s.\n--- kernel.log (tail) ---\n%s\n---\nhint: %s"
+                          % (kernel.name, host_name(), problem, tail or "(empty)",
+                             start_hint(tail, params)))
+    return record
+
+
+def write_connection_file(kernel, key):
     # Ports 0: ipykernel binds random free ports itself and rewrites this file (merging
     # what it found), so no other process can take a port between choosing and binding.
     connection = dict(("%s_port" % p, 0) for p in PORT_NAMES)
     connection.update(ip=KERNEL_IP, key=key, transport="tcp", signature_scheme="hmac-sha256",
                       kernel_name="python3")
     write_private(kernel.connection_file, json.dumps(connection, indent=2))
-    entry = "spyder_kernels.console" if params["spyder"] else "ipykernel_launcher"
-    argv = [python, "-m", entry, "-f", kernel.connection_file] + list(params["extra_args"])
+
+
+def spawn(kernel, argv, cwd, params):
+    """The kernel process, detached: its own session, stdin /dev/null, output to kernel.log."""
     logfd = os.open(kernel.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                     0o600)
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfd,
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfd,
                                 stderr=subprocess.STDOUT, close_fds=True,
                                 start_new_session=True, cwd=cwd, env=kernel_env(params))
     finally:
         os.close(logfd)
+
+
+def start_record(kernel, proc, argv, python, params):
     st = read_stat(proc.pid)
-    record = {
+    return {
         "pid": proc.pid,
         "pgid": proc.pid,
         "starttime": st["starttime"] if st else None,
@@ -693,23 +733,48 @@ def launch(kernel, params, key=None):
         "lease_s": params["lease"] or None,
         "launch": dict((k, params[k]) for k in LAUNCH_PARAMS),
     }
-    if params["lease"]:
-        write_private(kernel.lease_file, "")
-    write_json_atomic(kernel.state_file, record)
-    problem = wait_ready(kernel, proc, params["start_timeout"])
-    if problem:
+
+
+def discard(kernel, proc, record=None):
+    """Undo a failed launch: kill the kernel's session and remove its directory."""
+    if proc is not None:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(KILL_GRACE_S)
-        tail = log_tail(kernel, key)
-        if record["starttime"] is not None:
-            terminate(record, 0)
-        shutil.rmtree(kernel.dir, ignore_errors=True)
-        raise KernelError("kernel %r on %s %s.\n--- kernel.log (tail) ---\n%s\n---\nhint: %s"
-                          % (kernel.name, host_name(), problem, tail or "(empty)",
-                             start_hint(tail, params)))
-    return record
+    if record and record["starttime"] is not None:
+        terminate(record, 0)
+    shutil.rmtree(kernel.dir, ignore_errors=True)
+
+
+def free_bytes(path):
+    """Bytes this user may still write on path's file system, or None when unknown."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+SPACE_HINT = "free some space there, or set rk_kernel_state_root to a directory on another disk"
+
+
+def storage_error(exc, path):
+    """One sentence for an OSError on rk's files: what is wrong where, and what to do."""
+    path = exc.filename or path
+    if exc.errno == errno.ENOSPC:
+        cause, hint = "no space left on its disk", SPACE_HINT
+    elif exc.errno == errno.EDQUOT:
+        cause, hint = "your disk quota there is used up", SPACE_HINT
+    elif exc.errno == errno.EROFS:
+        cause, hint = ("its file system is read-only",
+                       "set rk_kernel_state_root to a directory of yours on a writable disk")
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        cause, hint = ("permission denied",
+                       "make it yours and writable, or set rk_kernel_state_root to a directory of yours")
+    else:
+        return KernelError("%s: %s" % (type(exc).__name__, exc))
+    return KernelError("cannot write %s on %s: %s\nhint: %s" % (path, host_name(), cause, hint))
 
 
 def wait_ready(kernel, proc, timeout):
@@ -899,7 +964,10 @@ def run(params, check_mode=False):
     validate(params)
     action = {"started": start, "stopped": stop, "interrupted": interrupt,
               "restarted": restart}.get(params["state"])
-    kernels = action(params, check_mode) if action else status(params)
+    try:
+        kernels = action(params, check_mode) if action else status(params)
+    except OSError as exc:
+        raise storage_error(exc, host_dir(params))
     return {"changed": any(k["changed"] for k in kernels.values()), "kernels": kernels}
 
 
@@ -911,8 +979,6 @@ def main():
         result = run(module.params, module.check_mode)
     except KernelError as exc:
         module.fail_json(msg=str(exc))
-    except OSError as exc:
-        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc))
     module.exit_json(**result)
 
 
