@@ -207,12 +207,13 @@ def remove_session_containers(session: str) -> list[str]:
 def start_hosts(directory: Path, private_key: Path, session: str, n: int = 1,
                 image: str = "bare", user: str = "rk", offline: bool = False,
                 ca: bool = False, become: bool = False,
-                podman_args: Sequence[str] = ()) -> HostGroup:
+                podman_args: Sequence[str] = (), systemd: bool = False) -> HostGroup:
     """Start `n` hosts named h1..hN from `image` and write their inventory in `directory`.
 
     `user`: the inventory's ansible_user ("rk" or "root"). `offline`: the host can reach
     no network beyond the SSH port forwarding. `ca`: the controller's CA bundle is mounted
     at /etc/rk-test-ca.crt. `podman_args`: extra `podman run` arguments (mounts, tmpfs).
+    `systemd`: PID 1 is the image's systemd (image "systemd") instead of sshd.
     If any host fails to start, those already started are removed before the error rises.
     """
     if user not in ("rk", "root"):
@@ -225,7 +226,7 @@ def start_hosts(directory: Path, private_key: Path, session: str, n: int = 1,
     try:
         for index in range(1, n + 1):
             host = _create_host(f"h{index}", ref, directory, private_key, known_hosts, session,
-                                user, offline, ca, podman_args)
+                                user, offline, ca, podman_args, systemd)
             hosts.append(host)
             podman("start", host.container)
             host._wait_until_up()
@@ -240,13 +241,15 @@ def start_hosts(directory: Path, private_key: Path, session: str, n: int = 1,
 
 def _create_host(name: str, ref: str, directory: Path, private_key: Path, known_hosts: Path,
                  session: str, user: str, offline: bool, ca: bool,
-                 podman_args: Sequence[str]) -> Host:
+                 podman_args: Sequence[str], systemd: bool = False) -> Host:
     container = f"rk-test-{uuid.uuid4().hex[:10]}"
     host_key = generate_key(directory / name / "ssh_host_ed25519_key")
     mounts = ["--volume", f"{CONTROLLER_CA}:{CA_IN_HOST}:ro"] if ca else []
+    # systemd as PID 1 (the "systemd" image) starts sshd (ssh.service), dbus and logind itself.
+    image_and_command = ["--systemd=always", ref, "/sbin/init"] if systemd else [ref, *SSHD_COMMAND]
     podman(*RUN_FLAGS, "create", *ULIMITS, "--name", container, "--hostname", container,
            "--label", f"{LABEL}=1", "--label", f"{SESSION_LABEL}={session}",
-           "--publish", "127.0.0.1::22", *mounts, *podman_args, ref, *SSHD_COMMAND)
+           "--publish", "127.0.0.1::22", *mounts, *podman_args, *image_and_command)
     host = Host(name, container, user, private_key, known_hosts, offline)
     try:
         podman("cp", str(host_key), f"{container}:/etc/ssh/ssh_host_ed25519_key")

@@ -50,6 +50,11 @@ apt-get clean
 rm -rf /var/lib/apt/lists/*
 """
 
+SYSTEMD_SETUP = r"""
+mkdir -p /etc/systemd/logind.conf.d
+printf '[Login]\nKillUserProcesses=yes\n' > /etc/systemd/logind.conf.d/rk-test.conf
+"""
+
 APT_INSTALL = (
     "set -eu; apt-get update -qq; "
     "DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends {packages}"
@@ -59,11 +64,13 @@ APT_INSTALL = (
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to build one image: either the bare base or apt packages on top of a parent."""
+    """How to build one image: either the bare base or apt packages on top of a parent,
+    then an optional shell `setup` run in the same container."""
 
     name: str
     parent: str | None = None
     packages: tuple[str, ...] = ()
+    setup: str = ""
 
 
 RECIPES = {
@@ -73,6 +80,11 @@ RECIPES = {
     # python3 without the venv module (and so without ensurepip), as on many servers
     # where the user cannot install python3-venv.
     "novenv": Recipe("novenv", parent="bare", packages=("python3",)),
+    # systemd as PID 1 with logind, and sshd sessions registered by pam_systemd; logind kills
+    # a user's processes when their session ends (start it with start_hosts(systemd=True)).
+    "systemd": Recipe("systemd", parent="python",
+                      packages=("systemd", "systemd-sysv", "dbus", "libpam-systemd"),
+                      setup=SYSTEMD_SETUP),
 }
 
 
@@ -108,7 +120,9 @@ def image_tag(name: str) -> str:
     recipe = RECIPES[name]
     if recipe.parent is None:
         return _digest(SUITE, MIRROR, *BARE_PACKAGES, BARE_SETUP)
-    return _digest(image_ref(recipe.parent), APT_INSTALL, *recipe.packages)
+    # The setup joins the hash only when there is one: older recipes keep their tags.
+    return _digest(image_ref(recipe.parent), APT_INSTALL, *recipe.packages,
+                   *((recipe.setup,) if recipe.setup else ()))
 
 
 def image_ref(name: str) -> str:
@@ -130,7 +144,7 @@ def ensure_image(name: str) -> str:
             if recipe.parent is None:
                 _build_bare(ref)
             else:
-                _build_derived(ref, image_ref(recipe.parent), recipe.packages)
+                _build_derived(ref, image_ref(recipe.parent), recipe.packages, recipe.setup)
     return ref
 
 
@@ -171,11 +185,11 @@ def _remove_rootfs(rootfs: Path) -> None:
     shutil.rmtree(rootfs, ignore_errors=True)
 
 
-def _build_derived(ref: str, parent_ref: str, packages: tuple[str, ...]) -> None:
+def _build_derived(ref: str, parent_ref: str, packages: tuple[str, ...], setup: str = "") -> None:
     builder = f"rk-test-build-{uuid.uuid4().hex[:8]}"
+    script = APT_INSTALL.format(packages=" ".join(packages)) + "\n" + setup
     try:
-        podman(*RUN_FLAGS, "run", *ULIMITS, "--name", builder,
-               parent_ref, "sh", "-c", APT_INSTALL.format(packages=" ".join(packages)))
+        podman(*RUN_FLAGS, "run", *ULIMITS, "--name", builder, parent_ref, "sh", "-c", script)
         podman("commit", "--quiet", builder, ref)
     finally:
         podman("rm", "--force", "--ignore", builder, check=False)

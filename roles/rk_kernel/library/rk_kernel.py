@@ -177,6 +177,7 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -667,6 +668,7 @@ def launch(kernel, params, key=None):
     key = key or secrets.token_hex(32)
     entry = "spyder_kernels.console" if params["spyder"] else "ipykernel_launcher"
     argv = [python, "-m", entry, "-f", kernel.connection_file] + list(params["extra_args"])
+    argv = outlive_logout(kernel.name) + argv
     proc = None
     try:
         os.mkdir(kernel.dir, 0o700)
@@ -790,6 +792,80 @@ def wait_ready(kernel, proc, timeout):
         if time.monotonic() >= deadline:
             return "did not bind its ports within %g s (start_timeout)" % timeout
         time.sleep(POLL_S)
+
+
+# ---------------------------------------------------------------- logout killers (logind)
+
+LINGER_DIR = "/var/lib/systemd/linger"
+SESSION_SCOPE_RE = re.compile(r"/session-[^/]+\.scope(/|$)")
+LOGIND_KILL_PROPERTIES = ("KillUserProcesses", "KillOnlyUsers", "KillExcludeUsers")
+
+
+def in_session_scope(cgroup_text):
+    """Whether /proc/<pid>/cgroup text puts the process in a logind session's scope."""
+    return any(SESSION_SCOPE_RE.search(line.split(":", 2)[-1]) for line in cgroup_text.splitlines())
+
+
+def logind_kill_settings():
+    """logind's (KillUserProcesses, KillOnlyUsers, KillExcludeUsers) as it runs, or None when
+    it cannot be asked (no busctl, no system bus)."""
+    busctl = shutil.which("busctl")
+    if not busctl:
+        return None
+    argv = [busctl, "--json=short", "get-property", "org.freedesktop.login1",
+            "/org/freedesktop/login1", "org.freedesktop.login1.Manager"]
+    try:
+        out = subprocess.run(argv + list(LOGIND_KILL_PROPERTIES), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10,
+                             check=True, universal_newlines=True).stdout
+        values = tuple(json.loads(line)["data"] for line in out.splitlines() if line.strip())
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+        return None
+    return values if len(values) == len(LOGIND_KILL_PROPERTIES) else None
+
+
+def logind_kills(user, kill_user_processes, kill_only_users, kill_exclude_users):
+    """Whether logind ends `user`'s session processes at logout (its manager_shall_kill)."""
+    if not kill_exclude_users and user == "root":  # logind's default exclusion
+        return False
+    if user in kill_exclude_users:
+        return False
+    if kill_only_users:
+        return user in kill_only_users
+    return kill_user_processes is True
+
+
+def outlive_logout(name):
+    """The argv prefix that lets kernel `name` outlive this login session: [] on hosts where
+    the end of the session kills nothing (no logind, or KillUserProcesses=no).
+
+    With KillUserProcesses, logind stops the session's whole scope at logout, setsid or not;
+    only a scope of the user's own systemd escapes it, and that systemd outlives the last
+    session only when the user lingers. systemd-run --scope execs the kernel in place, so the
+    pid, session and start time rk records stay the kernel's own.
+    """
+    try:
+        with open("/proc/self/cgroup") as f:
+            if not in_session_scope(f.read()):
+                return []
+    except OSError:
+        return []
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    settings = logind_kill_settings()
+    if settings is None or not logind_kills(user, *settings):
+        return []
+    if not os.path.exists(os.path.join(LINGER_DIR, user)):
+        raise KernelError(
+            "kernel %r not started on %s: logind kills %s's processes at logout "
+            "(KillUserProcesses) and %s does not linger, so the kernel would die with this SSH "
+            "session\nhint: an administrator can run 'loginctl enable-linger %s' on %s; rk then "
+            "runs kernels under your own systemd, which outlives logout"
+            % (name, host_name(), user, user, user, host_name()))
+    prefix = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
+              "--unit=rk-kernel-%s-%s" % (name, secrets.token_hex(4)), "--"]
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # where systemd-run finds the user's systemd
+        prefix = ["env", "XDG_RUNTIME_DIR=/run/user/%d" % os.geteuid()] + prefix
+    return prefix
 
 
 # ---------------------------------------------------------------- actions
