@@ -17,6 +17,10 @@ description:
   - Every action is one module call, so one SSH round trip.
   - The kernel runs detached (own session, stdin from C(/dev/null), output to C(kernel.log)),
     so it survives the end of the SSH connection and C(SIGHUP).
+  - Where systemd-logind kills a user's processes at logout (C(KillUserProcesses=yes),
+    C(KillOnlyUsers)), the kernel runs in a scope of the user's own systemd
+    (C(systemd-run --user --scope)), which outlives logout when the user lingers; without
+    linger O(state=started) fails and names the fix (C(loginctl enable-linger <user>)).
   - State lives in C(<state_root>/<hostname>/<name>/) (0700) beside a C(.lock) file that
     serialises every change on this host; C(kernel.json) (0600) is the connection file.
   - The HMAC key is generated here, written only to C(kernel.json), and never returned.
