@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from rk import content
+from rk import content, inventory_cache
 from rk.errors import RkError
 from rk.paths import ensure_private_dir
 
@@ -235,30 +235,55 @@ def _message(res: dict) -> str:
 
 
 class Inventory:
-    """The user's inventories, parsed once (with rk's ansible.cfg) for one command's questions."""
+    """The user's inventories, parsed at most once (with rk's ansible.cfg) for one command.
+
+    Answers are cached across commands (rk/inventory_cache.py) while the inventory files do
+    not change: a command that finds its answers there never imports Ansible.
+    """
 
     def __init__(self, sources: list[Path]):
-        os.environ.setdefault("ANSIBLE_CONFIG", str(content.ansible_cfg()))  # read when Ansible loads
-        from ansible.inventory.manager import InventoryManager
-        from ansible.parsing.dataloader import DataLoader
-        from ansible.vars.manager import VariableManager
-
-        loader = DataLoader()
-        self._inventory = InventoryManager(loader=loader, sources=[str(p) for p in sources])
-        self._variables = VariableManager(loader=loader, inventory=self._inventory)
+        self._sources = sources
+        self._parsed = None
+        self._key = inventory_cache.key(sources)
+        self._answers = inventory_cache.load(self._key) if self._key else {}
 
     def hosts(self, pattern: str) -> dict[str, dict]:
         """Hosts that `pattern` names, with their connection variables and groups."""
+        if pattern not in self._answers:
+            self._answers[pattern] = self._parse_hosts(pattern)
+            if self._key:
+                inventory_cache.save(self._key, self._answers)
+        return self._answers[pattern]
+
+    def _parse_hosts(self, pattern: str) -> dict[str, dict]:
+        if self._parsed is None:
+            os.environ.setdefault("ANSIBLE_CONFIG", str(content.ansible_cfg()))  # read when Ansible loads
+            from ansible.inventory.manager import InventoryManager
+            from ansible.parsing.dataloader import DataLoader
+            from ansible.vars.manager import VariableManager
+
+            loader = DataLoader()
+            inventory = InventoryManager(loader=loader, sources=[str(p) for p in self._sources])
+            self._parsed = (inventory, VariableManager(loader=loader, inventory=inventory))
+        inventory, variables = self._parsed
         found = {}
-        for host in self._inventory.list_hosts(pattern):
+        for host in inventory.list_hosts(pattern):
             if host.implicit:
                 continue
-            hv = self._variables.get_vars(host=host, include_hostvars=False)
+            hv = variables.get_vars(host=host, include_hostvars=False)
             found[host.name] = {
                 "groups": sorted(g.name for g in host.get_groups() if g.name not in ("all", "ungrouped")),
-                **{k: hv[k] for k in _CONNECTION_VARS if k in hv},
+                **{k: _plain(hv[k]) for k in _CONNECTION_VARS if k in hv},
             }
         return found
+
+
+def _plain(value):
+    """Inventory values are Ansible's str/int subclasses; keep them JSON-able as plain types."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
 
 
 _CONNECTION_VARS = (

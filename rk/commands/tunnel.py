@@ -103,7 +103,7 @@ def _connection_info(host: str, kernel: dict) -> dict:
 
 def teardown(host: str, kernel: str) -> None:
     """Stop the kernel's tunnel, if any, and remove its tunnel file."""
-    with _locked(host, kernel):
+    with _locked(host, kernel, remove=True):
         current = tunnels.find(host, kernel)
         if current:
             tunnels.stop(current)
@@ -124,9 +124,26 @@ def describe(host: str, kernels: list[dict]) -> None:
 
 
 @contextlib.contextmanager
-def _locked(host: str, kernel: str):
-    """One rk at a time changes a given tunnel (ten parallel `rk up` make one tunnel)."""
+def _locked(host: str, kernel: str, remove: bool = False):
+    """One rk at a time changes a given tunnel (ten parallel `rk up` make one tunnel).
+
+    With `remove`, the lock file goes too (a stopped kernel leaves no file behind). It is
+    unlinked while held, so whoever opened it meanwhile finds, once it holds the lock, that
+    the path no longer names what it locked, and opens the path again.
+    """
     lock = tunnels.state_file(host, kernel).with_suffix(".lock")
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         yield
+        if remove:
+            lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
