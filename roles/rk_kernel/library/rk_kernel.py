@@ -854,7 +854,10 @@ def outlive_logout(name):
                 return []
     except OSError:
         return []
-    user = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # no name for our uid (NSS failing): start as on any other host
+        return []
     settings = logind_kill_settings()
     if settings is None or not logind_kills(user, *settings):
         return []
