@@ -56,6 +56,9 @@ def _add_up(sub, common) -> None:
     p.add_argument("--gpus", metavar="0,1", help="CUDA_VISIBLE_DEVICES for the kernel")
     p.add_argument("--packages", metavar="A,B", default="", help="extra pip packages for the environment (numpy,torch)")
     p.add_argument("--no-tunnel", action="store_true", help="keep no SSH tunnel (front ends tunnel themselves)")
+    p.add_argument("--hardened", action="store_true",
+                   help="unix sockets in the kernel's private directory instead of 127.0.0.1 ports, "
+                   "so other users of the host cannot even read its output (needs rk's tunnel)")
 
 
 def _cmd_up(args, options):
@@ -69,7 +72,7 @@ def _cmd_up(args, options):
         env[key] = value
     kernel = api.KernelSpec(
         name=args.name, spyder=args.spyder, python=args.python, env=env, cwd=args.cwd, gpus=args.gpus,
-        packages=[p for p in args.packages.split(",") if p],
+        packages=[p for p in args.packages.split(",") if p], hardened=args.hardened,
     )
     return api.up(args.hosts, kernel, options, tunnel=not args.no_tunnel)
 

@@ -1,7 +1,8 @@
 """Checks on a connection file that came back from a host, before anyone uses it.
 
 The file holds the kernel's HMAC key: whoever has it can run code as the user. A host could
-hand back anything, so rk accepts only what it asked for.
+hand back anything, so rk accepts only what it asked for: tcp on loopback, or (the hardened
+mode) ipc sockets inside the kernel's own directory on the host, which rk's tunnel forwards to.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import posixpath
+import re
 from pathlib import Path
 
 MAX_BYTES = 16 * 1024
@@ -19,8 +22,18 @@ class BadConnectionFile(ValueError):
     pass
 
 
-def validate(path: Path) -> dict:
-    """Return the parsed connection info, or raise BadConnectionFile saying what is wrong."""
+# The rk_kernel module names ipc sockets "<kernel dir>/k-<n>"; nothing else is accepted, and no
+# path that ssh's -L syntax could read differently (":", spaces, controls, brackets).
+_IPC_NAME = "k"
+_UNFORWARDABLE = re.compile(r"[:\s\x00-\x1f\x7f\\\[\]]")
+
+
+def validate(path: Path, kernel_dir: str | None = None) -> dict:
+    """Return the parsed connection info, or raise BadConnectionFile saying what is wrong.
+
+    `kernel_dir` is the kernel's directory on the host (the module's result says where its
+    kernel.json is); an ipc kernel is accepted only with its sockets directly inside it.
+    """
     if os.path.getsize(path) > MAX_BYTES:
         raise BadConnectionFile(f"connection file is larger than {MAX_BYTES} bytes")
     try:
@@ -44,8 +57,23 @@ def validate(path: Path) -> dict:
             loopback = False
         if not loopback:
             raise BadConnectionFile("kernel does not listen on loopback only")
-        for name in PORT_NAMES:
-            port = info.get(name)
-            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-                raise BadConnectionFile(f"{name} is out of range")
+    else:
+        _check_ipc_prefix(info.get("ip"), kernel_dir)
+    for name in PORT_NAMES:
+        port = info.get(name)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise BadConnectionFile(f"{name} is out of range")
     return info
+
+
+def _check_ipc_prefix(ip: object, kernel_dir: str | None) -> None:
+    """The sockets "<ip>-<port>" must be in the kernel's own 0700 directory, nowhere else."""
+    if kernel_dir is None:
+        raise BadConnectionFile("ipc transport, but rk does not know the kernel's directory")
+    if not isinstance(ip, str) or not posixpath.isabs(ip) or posixpath.normpath(ip) != ip:
+        raise BadConnectionFile("ipc socket path is not a plain absolute path")
+    if _UNFORWARDABLE.search(ip):
+        raise BadConnectionFile("ipc socket path has characters ssh's forwarding cannot carry")
+    directory, name = posixpath.split(ip)
+    if directory != posixpath.normpath(kernel_dir) or name != _IPC_NAME:
+        raise BadConnectionFile("ipc sockets are not inside the kernel's own directory")

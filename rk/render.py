@@ -116,7 +116,8 @@ def connect_instructions(host: HostResult) -> str:
             # rk's tunnel forwards 127.0.0.1 here to the kernel: a local kernel to any front end.
             lines.append(f"  jupyter console --existing {tunnel_file}")
             lines.append(f"  Spyder, 'Connect to an existing kernel' (local, no SSH settings): connection file {tunnel_file}")
-            lines.append(f"  (Spyder's own SSH route instead: rk fetch --host {host.host} gives the file with the host's ports)")
+            if k.get("transport") != "ipc":  # a hardened kernel has no ports on the host to fetch
+                lines.append(f"  (Spyder's own SSH route instead: rk fetch --host {host.host} gives the file with the host's ports)")
             continue
         lines.append(f"  jupyter console --existing {file} --ssh {ssh}:{port}")
         lines.append(

@@ -55,9 +55,12 @@ class Target:
         return argv + list(command or [])
 
 
-def forward_argv(target: Target, forwards: list[tuple[int, int]], accept_new_host_keys: bool = False,
+def forward_argv(target: Target, forwards: list[tuple[int, int | str]], accept_new_host_keys: bool = False,
                  command: list[str] | None = None) -> list[str]:
     """ssh that forwards 127.0.0.1:local here to 127.0.0.1:remote on the host, for each pair.
+
+    A remote given as a path (str) is a unix socket on the host (a hardened, ipc kernel):
+    OpenSSH's streamlocal forwarding connects to it as the logged-in user.
 
     Its own connection (`-S none`: a shared ControlMaster would die with its owner), and it
     exits when a forward cannot be set up, so its supervisor notices and tries again.
@@ -65,6 +68,7 @@ def forward_argv(target: Target, forwards: list[tuple[int, int]], accept_new_hos
     options = ["-S", "none", "-o", "ControlMaster=no", "-o", "ExitOnForwardFailure=yes",
                "-o", "GatewayPorts=no", "-o", "ConnectTimeout=15", *KEEPALIVE]
     for local, remote in forwards:
-        options += ["-L", f"127.0.0.1:{local}:127.0.0.1:{remote}"]
+        to = remote if isinstance(remote, str) else f"127.0.0.1:{remote}"
+        options += ["-L", f"127.0.0.1:{local}:{to}"]
     options += ["-T"] if command else ["-N"]
     return target.argv(*options, accept_new_host_keys=accept_new_host_keys, command=command)

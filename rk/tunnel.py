@@ -43,7 +43,7 @@ class Tunnel:
     host: str  # inventory name
     kernel: str
     argv: list[str]
-    forwards: dict[str, list[int]]  # port name -> [local, remote]
+    forwards: dict[str, list]  # port name -> [local port, remote port or ipc socket path]
     pid: int | None = None
     starttime: str | None = None
     path: str = field(default="", compare=False)
@@ -53,7 +53,7 @@ class Tunnel:
         return {name: pair[0] for name, pair in self.forwards.items()}
 
     @property
-    def remote_ports(self) -> dict[str, int]:
+    def remote_ports(self) -> dict[str, int | str]:
         return {name: pair[1] for name, pair in self.forwards.items()}
 
     @property
@@ -89,12 +89,17 @@ def _from_record(data, path: Path) -> Tunnel | None:
         isinstance(tunnel.host, str) and isinstance(tunnel.kernel, str)
         and isinstance(tunnel.argv, list) and all(isinstance(a, str) for a in tunnel.argv)
         and isinstance(tunnel.forwards, dict) and set(tunnel.forwards) == set(PORT_NAMES)
-        and all(isinstance(pair, list) and len(pair) == 2 and all(type(n) is int for n in pair)
+        and all(isinstance(pair, list) and len(pair) == 2 and type(pair[0]) is int and _remote_end(pair[1])
                 for pair in tunnel.forwards.values())
         and (tunnel.pid is None or type(tunnel.pid) is int)
         and (tunnel.starttime is None or isinstance(tunnel.starttime, str))
     )
     return tunnel if well_formed else None
+
+
+def _remote_end(remote) -> bool:
+    """A forward's remote end: a port, or a hardened (ipc) kernel's socket path on the host."""
+    return type(remote) is int or (isinstance(remote, str) and remote.startswith("/"))
 
 
 def _recorded(path: Path) -> Tunnel | None:
@@ -181,7 +186,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def start(host: str, kernel: str, argv_for: Callable[[list[tuple[int, int]]], list[str]],
-          remote: dict[str, int], local: dict[str, int] | None = None) -> Tunnel:
+          remote: dict[str, int | str], local: dict[str, int] | None = None) -> Tunnel:
     """Start a supervisor forwarding `local` (or new free ports) to `remote`; wait until it forwards."""
     path = state_file(host, kernel)
     ports = local or dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))

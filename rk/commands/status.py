@@ -25,7 +25,8 @@ def status(hosts: list[str] | None, options: base.Options | None = None) -> base
             if kernel["name"] in local:
                 kernel["local_file"] = str(local[kernel["name"]])
             if kernel["name"] in kept:
-                kernel["local_stale"] = kernel.get("state") != "alive"
+                # A frozen (unresponsive) kernel's files are still its own: not stale.
+                kernel["local_stale"] = kernel.get("state") not in ("alive", "unresponsive")
         if host.status == "ok":
             # Local files with no kernel behind them: left by a stop that could not reach the host.
             for name in sorted(kept - seen):

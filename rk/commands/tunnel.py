@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
+import posixpath
 from pathlib import Path
 
 from rk import paths, ssh
@@ -61,7 +63,7 @@ def connect_all(result: base.CommandResult, selection: Selection, options: base.
 def ensure(host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool = False) -> None:
     """Forward local ports to the kernel's ports and write the tunnel file; reuse what still fits."""
     fetched = _connection_info(host, kernel)
-    remote = {port: fetched[port] for port in tunnels.PORT_NAMES}
+    remote = remote_endpoints(fetched)
     target = ssh.Target.from_hostvars(host, hostvars)
 
     def argv_for(forwards):
@@ -78,9 +80,18 @@ def ensure(host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool =
                 tunnels.stop(current)
             current = tunnels.start(host, kernel["name"], argv_for, remote, local)
         tunnel_file = paths.tunnel_connection_file(host, kernel["name"])
-        info = dict(fetched, ip="127.0.0.1", rk_role="tunnel", **current.local_ports)
+        # tcp on loopback here whatever the host uses: front ends need no change for ipc kernels.
+        info = dict(fetched, ip="127.0.0.1", transport="tcp", rk_role="tunnel", **current.local_ports)
         paths.write_private(tunnel_file, json.dumps(info, indent=1))
     kernel.update(tunnel=tunnels.state(current), tunnel_file=str(tunnel_file), local_ports=current.local_ports)
+
+
+def remote_endpoints(info: dict) -> dict[str, int | str]:
+    """What each local port forwards to: the host's tcp port, or an ipc kernel's socket path
+    (ipykernel binds "<ip>-<port>"; connection.validate checked it is in the kernel's directory)."""
+    if info.get("transport") == "ipc":
+        return {port: f"{info['ip']}-{info[port]}" for port in tunnels.PORT_NAMES}
+    return {port: info[port] for port in tunnels.PORT_NAMES}
 
 
 def _connection_info(host: str, kernel: dict) -> dict:
@@ -98,7 +109,10 @@ def _connection_info(host: str, kernel: dict) -> dict:
     if info is None:
         raise RkError(f"the connection file of kernel {kernel['name']} vanished meanwhile",
                       "another rk stopped or changed it; run rk up again")
-    return info | {f"{port}_port": number for port, number in kernel["ports"].items()}
+    info |= {f"{port}_port": number for port, number in kernel["ports"].items()}
+    if kernel.get("transport") == "ipc":  # the tunnel file says tcp; the host's sockets are these
+        info |= {"transport": "ipc", "ip": posixpath.join(posixpath.dirname(kernel["connection_file"]), "k")}
+    return info
 
 
 def teardown(host: str, kernel: str) -> None:

@@ -24,6 +24,9 @@ class KernelSpec:
     cwd: str | None = None
     gpus: str | None = None
     packages: list[str] = field(default_factory=list)
+    # ipc sockets in the kernel's 0700 directory instead of 127.0.0.1 ports other users reach;
+    # False leaves the inventory's rk_kernel_transport (tcp by default) in charge.
+    hardened: bool = False
 
     def validate(self) -> None:
         base.check_name(self.name)
@@ -45,6 +48,8 @@ class KernelSpec:
             extravars["rk_python_interpreter"] = self.python
         if self.cwd:
             extravars["rk_kernel_cwd"] = self.cwd
+        if self.hardened:
+            extravars["rk_kernel_transport"] = "ipc"
         if self.gpus is not None:  # "none" hides every GPU
             extravars["rk_kernel_gpus"] = [] if self.gpus == "none" else self.gpus.split(",")
         return extravars
@@ -56,12 +61,15 @@ def up(hosts: list[str], kernel: KernelSpec | None = None, options: base.Options
     kernel = kernel or KernelSpec()
     options = options or base.Options()
     kernel.validate()
+    if kernel.hardened and not tunnel:
+        raise UsageError("--hardened needs rk's tunnel: a hardened kernel's sockets are files on the host",
+                         "drop --no-tunnel; the tunnel file works in every front end")
     selection = base.resolve(hosts, options)
     fetch_dir = paths.ensure_private_dir(paths.runtime_dir())
     extravars = kernel.extravars() | {"rk_kernel_fetch_dir": str(fetch_dir)}
     result, data = base.run("up", selection, extravars, options, "up")
     base.kernels_of(data, selection, result)
-    check_local_files(result, selection)
+    check_local_files(result, selection, tunnel)
     if tunnel:
         connect_all(result, selection, options)
     return result

@@ -71,3 +71,35 @@ def test_rejection_never_quotes_the_key(tmp_path):
     with pytest.raises(BadConnectionFile) as caught:
         validate(write(tmp_path, GOOD | {"key": secret}))
     assert secret not in str(caught.value)
+
+
+KERNEL_DIR = "/home/ana/.local/state/rk/gpu1/k"
+IPC = GOOD | {"transport": "ipc", "ip": KERNEL_DIR + "/k", "shell_port": 1, "iopub_port": 2,
+              "stdin_port": 3, "control_port": 4, "hb_port": 5}
+
+
+def test_ipc_sockets_in_the_kernels_own_directory_are_accepted(tmp_path):
+    assert validate(write(tmp_path, IPC), kernel_dir=KERNEL_DIR)["ip"] == KERNEL_DIR + "/k"
+
+
+@pytest.mark.parametrize(
+    "change, kernel_dir, why",
+    [
+        ({}, None, "directory"),  # rk must know where the kernel lives
+        ({"ip": "/tmp/k"}, KERNEL_DIR, "own directory"),
+        ({"ip": KERNEL_DIR + "/../other/k"}, KERNEL_DIR, "plain"),
+        ({"ip": KERNEL_DIR + "/sub/k"}, KERNEL_DIR, "own directory"),
+        ({"ip": KERNEL_DIR}, KERNEL_DIR, "own directory"),
+        ({"ip": "k"}, KERNEL_DIR, "plain"),
+        ({"ip": "/run/docker.sock"}, "/run", "own directory"),  # the dir too must be the kernel's
+        ({"ip": "/h/a:b/k"}, "/h/a:b", "characters"),
+        ({"ip": KERNEL_DIR + "/k x"}, KERNEL_DIR, "characters"),
+        ({"ip": KERNEL_DIR + "/k\n"}, KERNEL_DIR, "characters"),
+        ({"ip": ["/x"]}, KERNEL_DIR, "plain"),
+        ({"shell_port": 0}, KERNEL_DIR, "shell_port"),
+        ({"hb_port": "5"}, KERNEL_DIR, "hb_port"),
+    ],
+)
+def test_hostile_ipc_values_are_rejected(tmp_path, change, kernel_dir, why):
+    with pytest.raises(BadConnectionFile, match=why):
+        validate(write(tmp_path, IPC | change), kernel_dir=kernel_dir)

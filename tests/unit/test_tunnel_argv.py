@@ -43,3 +43,11 @@ def test_each_front_end_connection_file_gets_its_own_remote_kernel_name():
     a, b = remote_name("gpu", "/run/kernel-a.json"), remote_name("gpu", "/run/kernel-b.json")
     assert a != b and a.startswith("gpu-") and remote_name("gpu", "/run/kernel-a.json") == a
     assert len(remote_name("n" * 64, "/x.json")) <= 64
+
+
+def test_a_hardened_kernels_sockets_are_forwarded_from_loopback_ports_by_path():
+    target = ssh.Target.from_hostvars("gpu1", {"ansible_host": "gpu1.example.org"}, environ={})
+    argv = ssh.forward_argv(target, [(50001, "/home/alice/.local/state/rk/gpu1/k/k-1"), (50002, 40002)])
+    assert argv[argv.index("-L"):argv.index("-L") + 4] == [
+        "-L", "127.0.0.1:50001:/home/alice/.local/state/rk/gpu1/k/k-1", "-L", "127.0.0.1:50002:127.0.0.1:40002",
+    ]

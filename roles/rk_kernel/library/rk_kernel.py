@@ -39,7 +39,10 @@ options:
       - V(started) starts the kernel unless it is alive (a dead one is cleaned up and started anew).
       - V(stopped) stops it (SIGTERM to its whole process tree and session, SIGKILL after
         O(stop_timeout)) and removes its directory.
-      - V(status) reports V(alive), V(starting), V(dead) or V(absent); never changes anything.
+      - V(status) reports V(alive), V(unresponsive), V(starting), V(dead) or V(absent); never
+        changes anything. V(unresponsive) is a kernel process that is there but stopped
+        (C(SIGSTOP), state C(T)) or whose heartbeat socket sends no ZeroMQ greeting within
+        2 s; it is left alone (never signalled), and other states treat it as running.
       - V(interrupted) sends SIGINT to the kernel process (what a front end's interrupt does).
       - V(restarted) stops the kernel and starts it again with the settings, name and key it
         was started with (new ports); the other options are ignored.
@@ -62,6 +65,16 @@ options:
     description: Run C(spyder_kernels.console) instead of C(ipykernel_launcher).
     type: bool
     default: false
+  transport:
+    description:
+      - V(tcp) binds five ports on 127.0.0.1, which every user of the host can connect to
+        (their messages are rejected without the key, but they can read IOPub output).
+      - V(ipc) (hardened) binds five unix sockets C(<name>/k-N) inside the kernel's own 0700
+        directory, so other users cannot connect at all. The path must fit a unix socket
+        (107 bytes). O(state=started) refuses to hand back a running tcp kernel for V(ipc).
+    type: str
+    choices: [tcp, ipc]
+    default: tcp
   env:
     description: Environment variables added for the kernel; keys must be identifiers.
     type: dict
@@ -135,7 +148,8 @@ kernels:
   contains:
     state:
       description: >-
-        V(alive), V(starting) (alive, ports not bound yet), V(dead), V(absent), V(stopped)
+        V(alive), V(unresponsive) (O(state=status) only: stopped, or no heartbeat
+        greeting), V(starting) (alive, ports not bound yet), V(dead), V(absent), V(stopped)
         (just stopped by this call), or in check mode the state found.
       type: str
     name: {description: Kernel name., type: str}
@@ -150,10 +164,12 @@ kernels:
     connection_file: {description: Path of C(kernel.json) on the host., type: str}
     hostname: {description: The host's own name (the state directory level)., type: str}
     ports:
-      description: Ports, keys C(shell), C(iopub), C(stdin), C(control), C(hb).
+      description:
+        - Ports, keys C(shell), C(iopub), C(stdin), C(control), C(hb).
+        - With transport V(ipc), the numbers N of the sockets C(<ip>-N).
       type: dict
-    ip: {description: Address the kernel binds (127.0.0.1)., type: str}
-    transport: {description: ZeroMQ transport (tcp)., type: str}
+    ip: {description: "Address the kernel binds: 127.0.0.1, or the socket path prefix for ipc.", type: str}
+    transport: {description: ZeroMQ transport (tcp or ipc)., type: str}
     spyder: {description: Whether it is a Spyder kernel., type: bool}
     changed: {description: Whether this call changed this kernel., type: bool}
   sample:
@@ -195,6 +211,14 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PORT_NAMES = ("shell", "iopub", "stdin", "control", "hb")
 KERNEL_IP = "127.0.0.1"
+TRANSPORTS = ("tcp", "ipc")
+# ipc: ipykernel binds "<ip>-<port>"; the prefix is this name inside the 0700 kernel directory.
+IPC_PREFIX = "k"
+UNIX_PATH_MAX = 107  # bytes of a unix socket path (sun_path less its NUL)
+# A live kernel's ZeroMQ I/O thread greets a new connection at once, whatever its Python does
+# (a long cell holds the GIL, not that thread); a stopped or wedged one never does.
+HEARTBEAT_DEADLINE_S = 2.0
+ZMTP_SIGNATURE_LEN = 10  # 0xFF, 8 bytes of padding, 0x7F
 # Variables that tie a kernel to a parent process or a front end; a detached kernel must not
 # inherit them from whatever started Ansible.
 PARENT_ENV = ("JPY_PARENT_PID", "JPY_INTERRUPT_EVENT", "JPY_SESSION_NAME")
@@ -214,6 +238,7 @@ ARGUMENT_SPEC = dict(
     python=dict(type="str", default="python3"),
     state_root=dict(type="path", default="~/.local/state/rk"),
     spyder=dict(type="bool", default=False),
+    transport=dict(type="str", default="tcp", choices=list(TRANSPORTS)),
     env=dict(type="dict", default={}),
     gpus=dict(type="list", elements="str"),
     cwd=dict(type="path"),
@@ -358,6 +383,42 @@ def terminate(record, stop_timeout):
     if left or tree:
         signal_tree(tree, signal.SIGKILL)
     return wait_gone(tree, KILL_GRACE_S)
+
+
+def is_socket(path):
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def zmtp_greets(family, address, deadline=HEARTBEAT_DEADLINE_S):
+    """Whether a ZeroMQ peer at `address` sends its greeting's signature within `deadline`.
+
+    Needs no key and sends nothing: ZeroMQ greets every new connection first. The kernel's
+    socket accepts the connection even when the process is stopped (the OS does that), so
+    only the greeting tells a live kernel from a frozen one.
+    """
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(deadline)
+        sock.connect(address)
+        end = time.monotonic() + deadline
+        data = b""
+        while len(data) < ZMTP_SIGNATURE_LEN:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            sock.settimeout(left)
+            chunk = sock.recv(ZMTP_SIGNATURE_LEN - len(data))
+            if not chunk:
+                return False
+            data += chunk
+        return data[:1] == b"\xff" and data[9:10] == b"\x7f"
+    except (OSError, ValueError):
+        return False
+    finally:
+        sock.close()
 
 
 def listening_ports():
@@ -558,8 +619,35 @@ class Kernel:
         # Only the ports leave this function; the key stays in the file.
         return dict((p, int(info.get(p + "_port") or 0)) for p in PORT_NAMES)
 
+    def endpoint(self):
+        """(transport, ip) of the connection file: ("tcp", "127.0.0.1") or ("ipc", prefix)."""
+        info = read_json(self.connection_file) or {}
+        if info.get("transport") == "ipc":
+            return "ipc", str(info.get("ip") or os.path.join(self.dir, IPC_PREFIX))
+        return "tcp", KERNEL_IP
+
+    def bound(self, ports):
+        """Whether the kernel listens on all of `ports` (tcp ports, or ipc socket files)."""
+        if 0 in ports.values():
+            return False
+        transport, ip = self.endpoint()
+        if transport == "ipc":
+            return all(is_socket("%s-%d" % (ip, n)) for n in ports.values())
+        return set(ports.values()) <= listening_ports()
+
+    def responsive(self, rec):
+        """False for a kernel that is stopped (SIGSTOP) or does not greet on its heartbeat."""
+        st = read_stat(rec["pid"])
+        if st is None or st["state"] in ("T", "t"):
+            return False
+        transport, ip = self.endpoint()
+        port = self.ports()["hb"]
+        if transport == "ipc":
+            return zmtp_greets(socket.AF_UNIX, "%s-%d" % (ip, port))
+        return zmtp_greets(socket.AF_INET, (ip, port))
+
     def info(self, state, rec, changed, gpu_usage=None):
-        alive = state in ("alive", "starting")
+        alive = state in ("alive", "starting", "unresponsive")
         pid = rec.get("pid") if rec else None
         started = rec.get("started_at") if rec else None
         if not isinstance(started, (int, float)):
@@ -579,8 +667,8 @@ class Kernel:
             "connection_file": self.connection_file if state != "absent" else None,
             "hostname": host_name(),
             "ports": self.ports() if alive else None,
-            "ip": KERNEL_IP,
-            "transport": "tcp",
+            "ip": self.endpoint()[1],
+            "transport": self.endpoint()[0],
             "spyder": bool(rec.get("spyder")) if rec else None,
             "changed": changed,
         }
@@ -645,7 +733,7 @@ def start_hint(tail, params):
 
 
 # What a restart needs to start the kernel again as it was.
-LAUNCH_PARAMS = ("python", "spyder", "env", "gpus", "cwd", "extra_args", "lease")
+LAUNCH_PARAMS = ("python", "spyder", "env", "gpus", "cwd", "extra_args", "lease", "transport")
 
 
 def read_key_file(path):
@@ -677,7 +765,7 @@ def launch(kernel, params, key=None):
     try:
         os.mkdir(kernel.dir, 0o700)
         os.chmod(kernel.dir, 0o700)
-        write_connection_file(kernel, key)
+        write_connection_file(kernel, key, params["transport"])
         proc = spawn(kernel, argv, cwd, params)
         record = start_record(kernel, proc, argv, python, params)
         if params["lease"]:
@@ -703,11 +791,13 @@ def launch(kernel, params, key=None):
     return record
 
 
-def write_connection_file(kernel, key):
+def write_connection_file(kernel, key, transport="tcp"):
     # Ports 0: ipykernel binds random free ports itself and rewrites this file (merging
     # what it found), so no other process can take a port between choosing and binding.
+    # With ipc it takes the first free socket numbers "<ip>-1", "<ip>-2", ... instead.
     connection = dict(("%s_port" % p, 0) for p in PORT_NAMES)
-    connection.update(ip=KERNEL_IP, key=key, transport="tcp", signature_scheme="hmac-sha256",
+    ip = os.path.join(kernel.dir, IPC_PREFIX) if transport == "ipc" else KERNEL_IP
+    connection.update(ip=ip, key=key, transport=transport, signature_scheme="hmac-sha256",
                       kernel_name="python3")
     write_private(kernel.connection_file, json.dumps(connection, indent=2))
 
@@ -790,8 +880,7 @@ def wait_ready(kernel, proc, timeout):
         code = proc.poll()
         if code is not None:
             return "exited with code %d while starting" % code
-        ports = kernel.ports()
-        if 0 not in ports.values() and set(ports.values()) <= listening_ports():
+        if kernel.bound(kernel.ports()):
             return None
         if time.monotonic() >= deadline:
             return "did not bind its ports within %g s (start_timeout)" % timeout
@@ -924,6 +1013,23 @@ def lock_timeout(params):
     return params["start_timeout"] + params["stop_timeout"] + 2 * KILL_GRACE_S + 30
 
 
+def check_transport(kernel, transport):
+    """A kernel found running for a hardened (ipc) start must be one: never a silent downgrade."""
+    if transport == "ipc" and kernel.endpoint()[0] != "ipc":
+        raise KernelError("kernel %r runs with transport tcp, which other users of %s can "
+                          "connect to; stop it first (rk stop) to start it with ipc, or use "
+                          "another name" % (kernel.name, host_name()))
+
+
+def check_ipc_path(kernel, transport):
+    """The longest socket path "<dir>/k-NN" must fit a unix socket address."""
+    longest = os.path.join(kernel.dir, IPC_PREFIX) + "-99"
+    if transport == "ipc" and len(longest.encode("utf-8")) > UNIX_PATH_MAX:
+        raise KernelError("the kernel directory %s is too long for unix sockets (%d bytes at "
+                          "most)\nhint: use a shorter kernel name or set rk_kernel_state_root "
+                          "to a shorter path" % (kernel.dir, UNIX_PATH_MAX))
+
+
 def check_key(kernel, key):
     if key is not None and kernel.key() != key:
         raise KernelError("kernel %r runs with another key than key_file's; stop it first or "
@@ -947,7 +1053,9 @@ def start(params, check_mode):
     state, rec = kernel.state()
     if state == "alive":
         check_key(kernel, key)
+        check_transport(kernel, params["transport"])
         return {kernel.name: kernel.info(state, rec, False, gpu_memory_by_pid())}
+    check_ipc_path(kernel, params["transport"])
     if check_mode:
         return {kernel.name: kernel.info(state, rec, state != "starting")}
     # "starting" means another call is launching it: wait for its lock, then look again.
@@ -960,6 +1068,7 @@ def start(params, check_mode):
         state, rec = kernel.state()
         if state in ("alive", "starting"):
             check_key(kernel, key)
+            check_transport(kernel, params["transport"])
             return {kernel.name: kernel.info(state, rec, False, gpu_memory_by_pid())}
         if state == "dead":
             kernel.remove(rec, params["stop_timeout"])
@@ -1037,6 +1146,10 @@ def status(params):
     for name in names:
         kernel = Kernel(hostdir, name)
         state, rec = kernel.state()
+        # Only status asks: a start or stop must treat a frozen kernel as running (rk never
+        # kills one on its own, and the probe's deadline would slow every start).
+        if state == "alive" and not kernel.responsive(rec):
+            state = "unresponsive"
         result[name] = kernel.info(state, rec, False, gpu_usage)
     return result
 
