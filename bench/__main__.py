@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="3 runs per side, scaling to 8 hosts, one cold start")
     parser.add_argument("--reps", type=int, help="runs per side (default 5, --quick 3)")
     parser.add_argument("--cases", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
-    parser.add_argument("--p6", choices=["own-tunnel", "rk-tunnel"], default="own-tunnel",
+    parser.add_argument("--p6", choices=["own-tunnel", "rk-tunnel"], default="rk-tunnel",
                         help="P6: open the five ssh -L forwards for rk's file (own-tunnel), or use the "
                              "localhost connection file of rk's supervised tunnel as is (rk-tunnel)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
