@@ -1,5 +1,5 @@
-"""Faults on the host side (issue 6, cases 8-12): killed sessions and sshd, killed, frozen and
-stubborn kernels, recycled pids. One host for the module; each case has its own kernel name.
+"""Faults on the host side (issue 6, cases 8-12): killed sessions and sshd, killed, frozen, busy
+and stubborn kernels, recycled pids. One host for the module; each case has its own kernel name.
 
 The host's PID 1 is a reaper with sshd beside it (support.SSHD_BESIDE_A_REAPER), so sshd can
 be killed without ending the container and pids move only when something forks.
@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from jupyter_client import BlockingKernelClient
 
 from tests.hosts.images import podman
 from tests.kernels import execute
@@ -115,12 +117,40 @@ def test_rk_status_leaves_a_frozen_kernel_alone(host, frozen):
     assert host.exec(f"ps -o stat= -p {kernel['pid']}").stdout.strip().startswith("T")
 
 
-@pytest.mark.xfail(strict=True, reason="product: the rk_kernel module's status checks the pid and "
-                   "start time only; it needs a heartbeat probe (ping hb_port with a deadline) to say "
-                   "'unresponsive'. A frozen kernel is reported 'alive'.")
 def test_rk_status_says_a_frozen_kernel_is_unresponsive(frozen):
-    _, reported = frozen
+    kernel, reported = frozen
     assert reported["state"] == "unresponsive"
+    assert reported["pid"] == kernel["pid"]  # the same process, still there (exit code 0: status worked)
+
+
+def test_a_kernel_busy_in_a_c_call_that_holds_the_gil_is_alive(host, env, inv):
+    kernel = up(env, inv, "busy")
+    client = BlockingKernelClient()
+    client.load_connection_file(kernel["tunnel_file"])
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        # ctypes.PyDLL keeps the GIL through the call: no Python thread of the kernel runs, its
+        # heartbeat's ZeroMQ I/O thread (C++) still does.
+        msg_id = client.execute("import ctypes; ctypes.PyDLL(None).sleep(600)")
+        wait_until(lambda: _executing(client, msg_id), "the cell runs", timeout=60)
+        assert status(env, inv)["busy"]["state"] == "alive"
+        host.exec(f"kill -INT {kernel['pid']}")  # sleep() returns on a signal; the cell ends
+        reply = client.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["ename"] == "KeyboardInterrupt"
+    finally:
+        client.stop_channels()
+
+
+def _executing(client, msg_id) -> bool:
+    """Whether IOPub has announced the execution of request msg_id (execute_input)."""
+    while True:
+        try:
+            msg = client.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            return False
+        if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
+            return True
 
 
 @pytest.fixture
