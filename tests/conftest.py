@@ -20,6 +20,25 @@ from tests.hosts.wheelhouse import ensure_wheelhouse
 # removes ours and never those of a concurrent session.
 # tests/run sets RK_TEST_SESSION so it can check after the run that nothing was left behind.
 SESSION = os.environ.get("RK_TEST_SESSION") or uuid.uuid4().hex[:12]
+# Under pytest-xdist each worker sweeps only its own containers when it ends (the others may
+# still be using theirs); tests/run's final check matches the prefix.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    SESSION = f"{SESSION}-{os.environ['PYTEST_XDIST_WORKER']}"
+
+
+# The longest test files first: under pytest-xdist (tests/run: --dist loadfile) a long file
+# that started last would run alone at the end.
+LONGEST_FIRST = ("reliability/test_soak.py", "reliability/test_local_state.py", "reliability/test_scale.py",
+                 "integration/test_frontends.py", "reliability/test_faults.py",
+                 "integration/test_rk_commands.py", "integration/test_python_role.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.fspath)).as_posix()
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the usual order otherwise
 
 
 def _raise_keyboard_interrupt(signum, frame):
