@@ -38,6 +38,9 @@ class Results:
     scaling: list[dict] = field(default_factory=list)
     memory: list[dict] = field(default_factory=list)
     breakdown: list[tuple[str, float]] = field(default_factory=list)
+    # P5, one extra run each: rk's tasks (from its progress callback) and the hand's steps.
+    cold_breakdown: list[tuple[str, float]] = field(default_factory=list)
+    cold_hand_steps: list[tuple[str, float]] = field(default_factory=list)
 
 
 # -- the hand recipe and rk, one kernel on one host ---------------------------------------------
@@ -153,7 +156,11 @@ def p4(bench: Bench, inv8: Path, hosts8, reps: int, res: Results) -> None:
     stop_kernels(hosts8)
 
 
-def hand_cold_start(bench: Bench, host) -> Sample:
+HAND_COLD_STEPS = ("apt-get install python3 python3-venv", "wheelhouse over one tar stream",
+                   "venv + pip install --no-index + start the kernel", "scp of the connection file")
+
+
+def hand_cold_start(bench: Bench, host, steps_out: list | None = None) -> Sample:
     """Bare host to running kernel by hand: apt, wheelhouse over one tar stream, venv + pip, start."""
     steps = [
         bench.ssh(host, "sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
@@ -165,18 +172,25 @@ def hand_cold_start(bench: Bench, host) -> Sample:
         bench.scp(host, "hand/k.json", bench.dir / f"hand-{host.name}.json", False),
     ]
     samples = [timed(argv, timeout=900) for argv in steps]
+    if steps_out is not None:
+        steps_out.extend(zip(HAND_COLD_STEPS, (s.wall for s in samples)))
     return Sample(sum(s.wall for s in samples), sum(s.cpu for s in samples))
 
 
 def p5(bench: Bench, reps: int, res: Results) -> None:
-    group = bench.bare_hosts(2 * reps)
+    group = bench.bare_hosts(2 * reps + 2)
     hosts = iter(group.hosts)
     a, b = Series("rk up, bare host"), Series("by hand")
     for _ in range(reps):
         mine, theirs = next(hosts), next(hosts)
         inv = bench.inventory(group, [mine], f"bare-{mine.name}.yml", shared_venv=False)
-        a.samples.append(bench.rk("up", "-i", str(inv), "--host", mine.name, timeout=900))
+        a.samples.append(bench.rk("up", "-i", str(inv), "--host", mine.name, "--no-tunnel", timeout=900))
         b.samples.append(hand_cold_start(bench, theirs))
+    # Where the difference goes: one more of each, rk timed task by task.
+    mine, theirs = next(hosts), next(hosts)
+    inv = bench.inventory(group, [mine], f"bare-{mine.name}.yml", shared_venv=False)
+    res.cold_breakdown = profiled_up(bench, inv, mine.name)
+    hand_cold_start(bench, theirs, res.cold_hand_steps)
     group.destroy()
     bench.groups.remove(group)
     res.rows.append(Row("P5", "cold start from a bare host, wheelhouse", "cold, fresh host per run",
@@ -360,22 +374,27 @@ from rk.commands import base
 from rk.commands.up import up
 marks = []
 opts = base.Options(inventory=[sys.argv[1]], on_task=lambda h, t: marks.append((t, time.perf_counter() - t0)))
-result = up([sys.argv[2]], options=opts)
+result = up([sys.argv[2]], options=opts, tunnel=False)
 marks.append(("(results back in rk)", time.perf_counter() - t0))
 print(json.dumps(marks))
 """
 
 
-def breakdown(bench: Bench, inv1: Path, host, res: Results) -> None:
-    """Where one warm `rk up` (no kernel running) spends its time, task by task."""
+def profiled_up(bench: Bench, inventory: Path, host_name: str) -> list[tuple[str, float]]:
+    """One `rk up` (no tunnel) through the API, timed task by task by rk's progress callback."""
     script = bench.dir / "profile_up.py"
     script.write_text(PROFILE)
+    out = run([sys.executable, str(script), str(inventory), host_name], bench.env, check=True).stdout
+    marks = json.loads(out.strip().splitlines()[-1])
+    steps = [("(start-up: rk, inventory parse, ansible-playbook)", marks[0][1])]
+    return steps + [(name, after - at) for (name, at), (_, after) in zip(marks, marks[1:])]
+
+
+def breakdown(bench: Bench, inv1: Path, host, res: Results) -> None:
+    """Where one warm `rk up` (no kernel running) spends its time, task by task."""
     rk_up(bench, inv1, host.name)  # masters up
     stop_kernels([host])
-    out = run([sys.executable, str(script), str(inv1), host.name], bench.env, check=True).stdout
-    marks = json.loads(out.strip().splitlines()[-1])
-    res.breakdown = [("(start-up: rk, inventory parse, ansible-playbook)", marks[0][1])]
-    res.breakdown += [(name, after - at) for (name, at), (_, after) in zip(marks, marks[1:])]
+    res.breakdown = profiled_up(bench, inv1, host.name)
     stop_kernels([host])
 
 

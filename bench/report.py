@@ -73,6 +73,20 @@ def render(res: Results, meta: dict) -> str:
         out += [f"| {name} | {seconds:.2f} |" for name, seconds in res.breakdown]
         out.append("")
 
+    if res.cold_breakdown:
+        rk_total = sum(sec for _, sec in res.cold_breakdown)
+        hand_total = sum(sec for _, sec in res.cold_hand_steps)
+        out += ["## Where P5's cold start spends its time", "",
+                f"One extra run of each side on fresh bare hosts: rk {rk_total:.1f} s, by hand "
+                f"{hand_total:.1f} s. rk's steps come from its progress callback (time from one task's"
+                " start to the next; only steps of 0.3 s or more are listed, the rest are summed).", "",
+                "| by hand | seconds |", "|---|---|"]
+        out += [f"| {name} | {sec:.2f} |" for name, sec in res.cold_hand_steps]
+        out += ["", "| rk task | seconds |", "|---|---|"]
+        small = [sec for _, sec in res.cold_breakdown if sec < 0.3]
+        out += [f"| {name} | {sec:.2f} |" for name, sec in res.cold_breakdown if sec >= 0.3]
+        out += [f"| ({len(small)} other tasks) | {sum(small):.2f} |", ""]
+
     if res.scaling:
         out += ["## Scaling from 1 to 16 hosts", "",
                 "Cold (no ssh master). rk up with no kernel running; rk status with the kernels"
