@@ -1,12 +1,13 @@
 """The controller's own state under stress (issue 6): interleaved starts and stops (case 15),
 rk SIGKILLed at random points of `rk up` (case 16), corrupt and planted local files (case 17).
 
-One host for the module, one controller user; each case has its own kernel names. The user's
-TMPDIR is inside its home, so the private run directories of killed rk processes can be seen.
+One host for the module; each case has its own kernel names, case 16 its own controller users.
+A user's TMPDIR is inside its home, so the private run directories of killed rk runs can be seen.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -27,14 +28,13 @@ from tests.reliability.support import (
     SYSTEM_PYTHON,
     kernel_pids,
     kernels_of,
-    processes,
     rk,
     rk_json,
     wait_until,
 )
 
 CRASHES = 30  # case 16: SIGKILLs of `rk up`
-CRASH_NAMES = ("crash0", "crash1", "crash2")
+ORPHAN_TASK_S = 120  # bounds the task a killed rk's Ansible worker still finishes (a start: up to 30 s)
 ROUNDS = 3  # case 15: rounds of 3 `rk up` and 3 `rk stop` of one name, launched together
 QUARANTINED = ".corrupt-"
 
@@ -54,13 +54,17 @@ def inv(group):
     return str(group.inventory)
 
 
-@pytest.fixture(scope="module")
-def env(module_user, inv):
+def user_with_tmpdir(module_user, inv) -> dict:
     env = module_user(Path(inv))
     tmp = Path(env["HOME"]) / "tmp"
     tmp.mkdir(mode=0o700)
     env["TMPDIR"] = str(tmp)
     return env
+
+
+@pytest.fixture(scope="module")
+def env(module_user, inv):
+    return user_with_tmpdir(module_user, inv)
 
 
 def runtime(env) -> Path:
@@ -130,11 +134,6 @@ def local_processes_of(marker: str) -> list[int]:
             if marker.encode() in (proc / "cmdline").read_bytes() and (proc / "stat").read_text().split()[2] != "Z":
                 found.append(int(proc.name))
     return found
-
-
-def module_running(host) -> bool:
-    """An Ansible module (a Python that is not a kernel) of user rk runs on the host."""
-    return any("python" in args and "ipykernel_launcher" not in args for args in processes(host).values())
 
 
 # ---------------------------------------------------------------- case 17: corrupt local state
@@ -271,90 +270,7 @@ def test_interleaved_ups_and_stops_never_duplicate_a_kernel_and_leave_no_lock_he
         assert orphan_supervisors(env) == {}
 
 
-# ---------------------------------------------------------------- case 16: rk killed during rk up
-
-
-def killed_up(env, inv, name, after: float) -> int:
-    """Start `rk up` and SIGKILL it `after` s later (unless it ended); wait for its orphans to go.
-    Returns the killed rk's pid."""
-    proc = subprocess.Popen(up_argv(inv, name), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(after)
-    proc.kill()
-    proc.wait()
-    # ansible-playbook runs under a pty that rk held: the hangup ends it and its workers.
-    wait_until(lambda: not local_processes_of(f"rk-run-{proc.pid}-"), "the killed rk's ansible-playbook has ended")
-    return proc.pid
-
-
-def assert_converged(env, inv, host, killed: list[int]) -> None:
-    # A module that had its input before rk died finishes on the host: let it, then look.
-    wait_until(lambda: not module_running(host), "no Ansible module runs on the host", every=0.3)
-    doc = status(env, inv)
-    kernels = kernels_of(doc)
-    for name in CRASH_NAMES:
-        pids = kernel_pids(host, name)
-        assert len(pids) <= 1, f"two kernels named {name}: {pids}"
-        reported = kernels.get(name, {"state": "absent"})
-        if pids:
-            assert (reported["state"], reported["pid"]) == ("alive", pids[0]), reported
-        else:
-            assert reported["state"] in ("absent", "dead"), reported
-    # Every supervisor has its state file; a file whose supervisor is gone shows as "down".
-    wait_until(lambda: not orphan_supervisors(env), "every tunnel supervisor has a state file naming it", timeout=10)
-    for path in tunnels_dir(env).glob("*.json"):
-        record = json.loads(path.read_text())
-        if record["pid"] not in supervisors(env):
-            assert kernels.get(record["kernel"], {}).get("tunnel") == "down", (path.name, kernels.get(record["kernel"]))
-    for directory in (runtime(env), Path(env["XDG_STATE_HOME"]) / "rk"):
-        for path in directory.rglob("*.json"):
-            json.loads(path.read_text())  # every file parses (none was quarantined: see status())
-        leftovers = [p.name for p in directory.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".rk-fetch-")]
-        assert leftovers == [], "half-written copies of a key left by a killed rk"
-    tmp = Path(env["TMPDIR"])
-    assert [p.name for p in tmp.glob("rk-run-*") if any(p.name.startswith(f"rk-run-{pid}-") for pid in killed)] == []
-
-
-def test_rk_killed_at_random_points_of_up_converges_at_the_next_status(env, inv, host):
-    seed = int(os.environ.get("RK_CRASH_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"case 16: seed {seed} (RK_CRASH_SEED={seed} repeats the kill times)")
-    chance = random.Random(seed)
-    began = time.monotonic()
-    doc = rk_json(env, *up_args(inv, "crash0"))  # a kernel started from nothing
-    span = time.monotonic() - began
-    assert kernels_of(doc)["crash0"]["state"] == "alive"
-    killed = []
-    for i in range(CRASHES):
-        name = CRASH_NAMES[i % len(CRASH_NAMES)]
-        if i % 2 and kernel_pids(host, name):
-            # Every other time the kernel is dead first, so `rk up` is killed while it starts one.
-            host.exec(f"kill -KILL {' '.join(map(str, kernel_pids(host, name)))}")
-        after = chance.uniform(0, span)
-        killed.append(killed_up(env, inv, name, after))
-        assert_converged(env, inv, host, killed)
-
-    # After the crashes, a complete `rk up` of each name gives one working kernel, one key file.
-    procs = [subprocess.Popen(up_argv(inv, name), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, stdin=subprocess.DEVNULL) for name in CRASH_NAMES]
-    for name, proc in zip(CRASH_NAMES, procs):
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        kernel = kernels_of(json.loads(out))[name]
-        assert kernel_pids(host, name) == [kernel["pid"]]
-        assert sorted(runtime(env).glob(f"kernel-rk*-h1-{name}.json")) == [Path(kernel["tunnel_file"])]
-        assert execute(Path(kernel["tunnel_file"]), "import os; print(os.getpid())").strip() == str(kernel["pid"])
-    procs = [subprocess.Popen([RK, "stop", "-i", inv, "--host", "h1", "--name", name], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name in CRASH_NAMES]
-    errors = [p.communicate(timeout=300)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0] * len(procs), errors
-    for name in CRASH_NAMES:
-        assert kernel_pids(host, name) == []
-        assert list(runtime(env).glob(f"*-{name}.json*")) == [], "a copy of the key outlived rk stop"
-    assert [p for p in supervisors(env).values() if "-crash" in p.name] == []
-
-
-# ---------------------------------------------------------------- case 17, last: stop --all
+# ---------------------------------------------------------------- case 17: stop --all
 
 
 def everything_quarantined(env) -> set[Path]:
@@ -370,3 +286,113 @@ def test_stop_all_with_corrupt_files_stops_every_kernel_and_keeps_the_quarantine
     assert kernels_of(doc) and all(k["state"] in ("stopped", "absent") for k in kernels_of(doc).values())
     assert_quarantined(planted, doc, stderr, decoy, earlier=before)
     assert before <= everything_quarantined(env), "a quarantined file was deleted"
+
+
+# ---------------------------------------------------------------- case 16: rk killed during rk up
+#
+# Two chains run side by side (2 cores: one waits on ssh while the other computes), each with
+# its own controller user and kernel names, CRASHES // 2 kills each.
+
+
+def killed_up(env, inv, name, after: float) -> int:
+    """Start `rk up` and SIGKILL it `after` s later (unless it ended); wait for its orphans to go.
+    Returns the killed rk's pid."""
+    proc = subprocess.Popen(up_argv(inv, name), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(after)
+    proc.kill()
+    proc.wait()
+    # ansible-playbook runs under a pty that rk held: the hangup ends it. A worker (its own
+    # session) finishes its task first (a module run, a fetch), bounded by the module's timeouts.
+    wait_until(lambda: not local_processes_of(f"rk-run-{proc.pid}-"), "the killed rk's ansible-playbook has ended",
+               timeout=ORPHAN_TASK_S)
+    return proc.pid
+
+
+def started_at(host, name: str) -> float:
+    """When the kernel `name` was started, from its state.json on the host (the clock is this
+    machine's). A launch writes it right after starting the process: a kernel process that never
+    gets one is an orphan, and the wait fails."""
+    path = f"/home/rk/.local/state/rk/{host.container}/{name}/state.json"
+    record = wait_until(lambda: host.exec(f"cat {path}", check=False).stdout, f"{name}'s state.json exists", timeout=10)
+    return json.loads(record)["started_at"]
+
+
+def assert_converged(env, inv, host, names, killed: list[int]) -> None:
+    looked = time.time()
+    doc = status(env, inv)
+    kernels = kernels_of(doc)
+    for name in names:
+        pids = kernel_pids(host, name)
+        assert len(pids) <= 1, f"two kernels named {name}: {pids}"
+        reported = kernels.get(name, {"state": "absent"})
+        if reported["state"] in ("alive", "starting"):
+            assert pids == [reported["pid"]], (name, reported, pids)
+        elif pids:
+            # The killed run's module had its input and finishes on the host by itself: only a
+            # kernel it started after status looked may be missing from status's answer.
+            assert started_at(host, name) >= looked, (name, reported, pids)
+    # Every supervisor has its state file; a file whose supervisor is gone shows as "down".
+    wait_until(lambda: not orphan_supervisors(env), "every tunnel supervisor has a state file naming it", timeout=10)
+    for path in tunnels_dir(env).glob("*.json"):
+        record = json.loads(path.read_text())
+        if record["pid"] not in supervisors(env):
+            assert kernels.get(record["kernel"], {}).get("tunnel") == "down", (path.name, kernels.get(record["kernel"]))
+    for directory in (runtime(env), Path(env["XDG_STATE_HOME"]) / "rk"):
+        for path in directory.rglob("*.json"):
+            json.loads(path.read_text())  # every file parses (and none was quarantined: see status())
+        leftovers = [p.name for p in directory.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".rk-fetch-")]
+        assert leftovers == [], "half-written copies of a key left by a killed rk"
+    abandoned = [p.name for p in Path(env["TMPDIR"]).glob("rk-run-*") if int(p.name.split("-")[2]) in killed]
+    assert abandoned == [], "private run directories of killed rk runs"
+
+
+def crash_chain(env, inv, host, names: tuple[str, ...], chance: random.Random) -> list[int]:
+    """Measure one `rk up`, then kill `rk up` CRASHES // 2 times at uniform random points of it,
+    checking after each kill that `rk status` converges. Returns the killed pids."""
+    began = time.monotonic()
+    assert kernels_of(rk_json(env, *up_args(inv, names[0])))[names[0]]["state"] == "alive"  # from nothing
+    span = time.monotonic() - began
+    killed = []
+    for i in range(CRASHES // 2):
+        name = names[i % len(names)]
+        if i % 2 and kernel_pids(host, name):
+            # Every other time the kernel is dead first, so `rk up` is killed while it starts one.
+            host.exec(f"kill -KILL {' '.join(map(str, kernel_pids(host, name)))}")
+        killed.append(killed_up(env, inv, name, chance.uniform(0, span)))
+        assert_converged(env, inv, host, names, killed)
+    return killed
+
+
+def test_rk_killed_at_random_points_of_up_converges_at_the_next_status(module_user, inv, host):
+    seed = int(os.environ.get("RK_CRASH_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"case 16: seed {seed} (RK_CRASH_SEED={seed} repeats the kill times)")
+    chains = [(user_with_tmpdir(module_user, inv), tuple(f"crash{c}{n}" for n in range(3))) for c in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(len(chains)) as pool:
+        futures = [pool.submit(crash_chain, env, inv, host, names, random.Random(f"{seed}-{c}"))
+                   for c, (env, names) in enumerate(chains)]
+        killed = [f.result() for f in futures]
+    assert sum(map(len, killed)) == CRASHES
+
+    # After the crashes, a complete `rk up` of each name gives one working kernel, one key file.
+    ups = [(env, name, subprocess.Popen(up_argv(inv, name), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, stdin=subprocess.DEVNULL))
+           for env, names in chains for name in names]
+    for env, name, proc in ups:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        kernel = kernels_of(json.loads(out))[name]
+        assert kernel_pids(host, name) == [kernel["pid"]]
+        assert sorted(runtime(env).glob(f"kernel-rk*-h1-{name}.json")) == [Path(kernel["tunnel_file"])]
+        assert execute(Path(kernel["tunnel_file"]), "import os; print(os.getpid())").strip() == str(kernel["pid"])
+    # And `rk stop --all` leaves no copy of a key, no supervisor, no run directory behind.
+    stops = [subprocess.Popen([RK, "stop", "-i", inv, "--all"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for env, _ in chains]
+    errors = [p.communicate(timeout=300)[1] for p in stops]
+    assert [p.returncode for p in stops] == [0] * len(stops), errors
+    assert kernel_pids(host) == []
+    for env, _ in chains:
+        assert list(runtime(env).iterdir()) == [], "a file of a stopped kernel outlived rk stop"
+        assert supervisors(env) == {}
+        assert list(Path(env["TMPDIR"]).iterdir()) == []
