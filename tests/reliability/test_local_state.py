@@ -355,7 +355,7 @@ def crash_chain(env, inv, host, names: tuple[str, ...], chance: random.Random) -
     assert kernels_of(rk_json(env, *up_args(inv, names[0])))[names[0]]["state"] == "alive"  # from nothing
     span = time.monotonic() - began
     killed = []
-    for i in range(CRASHES // 2):
+    for i in range(CRASHES // 2):  # 15: the last kill is of names[-1]
         name = names[i % len(names)]
         if i % 2 and kernel_pids(host, name):
             # Every other time the kernel is dead first, so `rk up` is killed while it starts one.
@@ -375,10 +375,11 @@ def test_rk_killed_at_random_points_of_up_converges_at_the_next_status(module_us
         killed = [f.result() for f in futures]
     assert sum(map(len, killed)) == CRASHES
 
-    # After the crashes, a complete `rk up` of each name gives one working kernel, one key file.
-    ups = [(env, name, subprocess.Popen(up_argv(inv, name), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, stdin=subprocess.DEVNULL))
-           for env, names in chains for name in names]
+    # After the crashes, a complete `rk up` (of the name killed last in each chain) gives one
+    # working kernel and one key file; then `rk stop --all` cleans up every name.
+    ups = [(env, names[-1], subprocess.Popen(up_argv(inv, names[-1]), env=env, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL))
+           for env, names in chains]
     for env, name, proc in ups:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
