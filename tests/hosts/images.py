@@ -50,9 +50,12 @@ apt-get clean
 rm -rf /var/lib/apt/lists/*
 """
 
+# UserStopDelaySec=infinity: on this cgroup v1 machine the container's systemd never hears that
+# a cgroup emptied (podman masks release_agent), so stopping a user's systemd after their last
+# logout hangs for its 2 min stop timeout, and every login of that user waits for it.
 SYSTEMD_SETUP = r"""
 mkdir -p /etc/systemd/logind.conf.d
-printf '[Login]\nKillUserProcesses=yes\n' > /etc/systemd/logind.conf.d/rk-test.conf
+printf '[Login]\nKillUserProcesses=yes\nUserStopDelaySec=infinity\n' > /etc/systemd/logind.conf.d/rk-test.conf
 """
 
 APT_INSTALL = (
