@@ -52,3 +52,20 @@ def module_user() -> Iterator[Callable[..., dict]]:
         for inventory in inventories:
             rk(env, "stop", "-i", str(inventory), "--all", timeout=120)
         shutil.rmtree(home, ignore_errors=True)
+
+
+# A test module defines `group` (its hosts); these derive what most of its tests need.
+@pytest.fixture(scope="module")
+def host(group: HostGroup):
+    return group.hosts[0]
+
+
+@pytest.fixture(scope="module")
+def inv(group: HostGroup) -> str:
+    return str(group.inventory)
+
+
+@pytest.fixture(scope="module")
+def env(module_user, group: HostGroup) -> dict:
+    """The module's controller user, whose kernels on `group` are stopped at the end."""
+    return module_user(Path(group.inventory))

@@ -34,21 +34,6 @@ def group(module_hosts):
     return module_hosts(n=1, image="python", podman_args=SSHD_BESIDE_A_REAPER)
 
 
-@pytest.fixture(scope="module")
-def host(group):
-    return group.hosts[0]
-
-
-@pytest.fixture(scope="module")
-def inv(group):
-    return str(group.inventory)
-
-
-@pytest.fixture(scope="module")
-def env(module_user, inv):
-    return module_user(Path(inv))
-
-
 def up(env, inv, name, *extra) -> dict:
     doc = rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON, "--name", name, *extra)
     kernel = kernels_of(doc)[name]

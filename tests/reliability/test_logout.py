@@ -23,21 +23,6 @@ def group(module_hosts):
     return module_hosts(n=1, image="systemd", systemd=True)
 
 
-@pytest.fixture(scope="module")
-def host(group):
-    return group.hosts[0]
-
-
-@pytest.fixture(scope="module")
-def inv(group):
-    return str(group.inventory)
-
-
-@pytest.fixture(scope="module")
-def env(module_user, inv):
-    return module_user(Path(inv))
-
-
 def up(env, inv, name, expect=0) -> dict:
     return rk_json(env, "up", "-i", inv, "--host", "h1", "--python", SYSTEM_PYTHON, "--name", name,
                    expect=expect)

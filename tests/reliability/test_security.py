@@ -32,21 +32,6 @@ def group(module_hosts):
     return group
 
 
-@pytest.fixture(scope="module")
-def host(group):
-    return group.hosts[0]
-
-
-@pytest.fixture(scope="module")
-def inv(group):
-    return str(group.inventory)
-
-
-@pytest.fixture(scope="module")
-def env(module_user, group):
-    return module_user(group.inventory)
-
-
 @contextlib.contextmanager
 def umask(mask: int):
     old = os.umask(mask)

@@ -32,11 +32,6 @@ def group(module_hosts):
     return module_hosts(n=len(HOSTS), image="python")
 
 
-@pytest.fixture(scope="module")
-def env(module_user, group):
-    return module_user(Path(group.inventory))
-
-
 def run_json(env: dict, *args: str) -> tuple[int, dict | None, str]:
     result = rk(env, *args, "--json", timeout=180)
     assert "Traceback" not in result.stderr, result.stderr
