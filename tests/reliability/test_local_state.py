@@ -43,16 +43,6 @@ def group(module_hosts):
     return module_hosts(n=1, image="python")
 
 
-@pytest.fixture(scope="module")
-def host(group):
-    return group.hosts[0]
-
-
-@pytest.fixture(scope="module")
-def inv(group):
-    return str(group.inventory)
-
-
 def user_with_tmpdir(module_user, inv) -> dict:
     env = module_user(Path(inv))
     tmp = Path(env["HOME"]) / "tmp"
@@ -63,6 +53,7 @@ def user_with_tmpdir(module_user, inv) -> dict:
 
 @pytest.fixture(scope="module")
 def env(module_user, inv):
+    """conftest's user, with its TMPDIR in its home."""
     return user_with_tmpdir(module_user, inv)
 
 
