@@ -24,17 +24,23 @@ def stop(
         for kernel in local if all_kernels else [name]:
             if kernel in local:
                 local[kernel].unlink(missing_ok=True)
-        for kernel in host.kernels:
-            _remove_unclaimed_fetched_file(inventory_name, kernel["name"])
+        _remove_unclaimed_fetched_files(inventory_name, [k["name"] for k in host.kernels], all_kernels)
         for kernel in set(tunnels.of_host(inventory_name)) | set(paths.local_connection_files(inventory_name, paths.TUNNEL)):
             if all_kernels or kernel == name:
                 teardown(inventory_name, kernel)
     return result
 
 
-def _remove_unclaimed_fetched_file(host: str, kernel: str) -> None:
-    """The fetched file of a run killed before rk claimed it (added rk_host, rk_kernel)."""
-    path = paths.local_connection_file(host, kernel)
-    info = paths.read_json_or_quarantine(path)
-    if info is not None and "rk_host" not in info:
-        path.unlink(missing_ok=True)
+def _remove_unclaimed_fetched_files(host: str, names: list[str], all_kernels: bool) -> None:
+    """Fetched files of runs killed before rk claimed them (added rk_host, rk_kernel): Ansible's
+    worker finishes its fetch after rk died. With --all, every unclaimed file named after the
+    host, whether or not the host still lists its kernel (another rk may have stopped it); a host
+    whose name extends this one's ("gpu", "gpu-2") may lose a stale one too: `rk fetch` remakes it.
+    """
+    candidates = {paths.local_connection_file(host, name) for name in names}
+    if all_kernels:
+        candidates |= set(paths.runtime_dir().glob(f"{paths.FETCHED}{paths.safe_name(host)}-*.json"))
+    for path in sorted(candidates):
+        info = paths.read_json_or_quarantine(path)
+        if info is not None and "rk_host" not in info:
+            path.unlink(missing_ok=True)
