@@ -28,10 +28,11 @@ from rk.paths import ensure_private_dir
 # Added to ansible.cfg's ssh_args. BatchMode: a password or passphrase prompt would freeze rk,
 # so fail instead. Host key checking is explicit: "ask" (ssh's default) would hang the same way.
 # Keepalives: a reused ControlPersist master ignores ConnectTimeout, so a host that went silent
-# (dropped packets, frozen) is noticed only by them: within about 4 s instead of a minute. Not
-# fewer than 4: sshd answers no keepalive while it sets up a login session (pam_systemd starting
-# the user's systemd, slow LDAP), and with 2 such a login failed as "unreachable" after 3 s.
-_SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=1 -o ServerAliveCountMax=4"
+# (dropped packets, frozen) is noticed only by them: within 3-4 s instead of a minute. A
+# compromise: sshd answers no keepalive while it sets up a login session (pam_systemd starting
+# the user's systemd, slow LDAP), and with 2 such a login failed as "unreachable" after 3 s;
+# with 4, `rk status` missed the 15 s bound for a silent host on a loaded machine.
+_SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=1 -o ServerAliveCountMax=3"
 
 
 @dataclass

@@ -49,7 +49,7 @@ def test_start_fetch_status_stop_with_plain_ansible_playbook(make_hosts, tmp_pat
 
         status = ansible_playbook("-i", inv, "playbooks/status.yml")
         assert status.returncode == 0, status.stdout[-3000:]
-        assert "alive" in status.stdout
+        assert "state: alive" in status.stdout  # ansible.cfg's show_custom_stats: the role's report
     finally:
         stop = ansible_playbook("-i", inv, "playbooks/stop_kernel.yml", "-l", "h1")
     assert stop.returncode == 0, stop.stdout[-3000:]

@@ -293,7 +293,9 @@ def test_a_hostile_python_path_is_refused_without_running_it(env, inv, sentinel)
     result = rk(env, "up", "-i", inv, "--host", "h1", "--name", "badpy", "--python",
                 f"/usr/bin/python3; touch {sentinel}", "--json")
     assert result.returncode == 1
-    assert "not importable" in by_host(json.loads(result.stdout))["h1"]["message"]
+    # The whole string is taken as one path (the probe quotes it), which is no executable.
+    message = by_host(json.loads(result.stdout))["h1"]["message"]
+    assert f"/usr/bin/python3; touch {sentinel} (rk_python_interpreter) is not an executable" in message
 
 
 def test_a_jinja_template_in_an_env_value_is_passed_verbatim_and_never_evaluated(env, inv, sentinel):
