@@ -176,14 +176,15 @@ def remove_stale_temp_files(directory: Path) -> None:
         return
     for path in directory.iterdir():
         match = _TEMP.match(path.name)
-        if match and not _pid_alive(int(match.group("pid") or match.group("fetcher"))):
+        if match and not pid_alive(int(match.group("pid") or match.group("fetcher"))):
             path.unlink(missing_ok=True)
 
 
 _TEMP = re.compile(r"^\.(?:.+\.(?P<pid>[0-9]+)\.tmp|rk-fetch-(?P<fetcher>[0-9]+)-.*)$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is a process of this pid running (someone else's counts)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -23,7 +23,7 @@ import yaml
 
 from rk import content, inventory_cache
 from rk.errors import RkError
-from rk.paths import ensure_private_dir
+from rk.paths import ensure_private_dir, pid_alive
 
 # Added to ansible.cfg's ssh_args. BatchMode: a password or passphrase prompt would freeze rk,
 # so fail instead. Host key checking is explicit: "ask" (ssh's default) would hang the same way.
@@ -179,12 +179,10 @@ def remove_abandoned_run_dirs() -> None:
             continue
         try:
             st = os.lstat(path)
-            os.kill(int(match.group("pid")), 0)
-        except ProcessLookupError:  # its rk is gone
-            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
-                shutil.rmtree(path, ignore_errors=True)
         except OSError:
-            continue  # vanished meanwhile, or the pid is someone else's: leave it
+            continue  # vanished meanwhile
+        if not pid_alive(int(match.group("pid"))) and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)  # its rk is gone
 
 
 class _Unsafe(str):
