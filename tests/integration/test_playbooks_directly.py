@@ -61,3 +61,26 @@ def test_a_misspelt_variable_gets_a_sentence_not_a_traceback(make_hosts):
     result = ansible_playbook("-i", str(group.inventory), "playbooks/start_kernel.yml", "-e", "rk_kernel_nmae=x")
     assert result.returncode != 0
     assert "rk_kernel_nmae" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_every_host_checks_its_own_variables_before_anything_runs(make_hosts, tmp_path):
+    # An inventory can set rk_kernel_ variables per host, so each host checks its own: here h2
+    # has a typo and h1 a wrong type, and neither starts a kernel; a wrong -e type fails all.
+    group = make_hosts(n=2, image="python")
+    extra = tmp_path / "per-host.yml"
+    extra.write_text("all:\n  hosts:\n    h1:\n      rk_kernel_spyder: maybe\n"
+                     "    h2:\n      rk_kernel_nmae: x\n")
+    result = ansible_playbook("-i", str(group.inventory), "-i", str(extra), "playbooks/start_kernel.yml",
+                              "-e", "rk_kernel_python=/usr/bin/python3")
+    assert result.returncode != 0
+    out = result.stdout
+    assert "fatal: [h1]" in out and "rk_kernel_spyder" in out and "bool" in out, out[-3000:]
+    assert "fatal: [h2]" in out and "unknown variable rk_kernel_nmae" in out, out[-3000:]
+    assert "Traceback" not in out + result.stderr
+    for host in group.hosts:
+        assert "ipykernel" not in host.exec("ps -u rk -o args=", check=False).stdout
+
+    timeout = ansible_playbook("-i", str(group.inventory), "playbooks/status.yml",
+                               "-e", "rk_kernel_stop_timeout=soon")
+    assert timeout.returncode != 0
+    assert timeout.stdout.count("rk_kernel_stop_timeout") >= 2 and "float" in timeout.stdout, timeout.stdout[-3000:]
