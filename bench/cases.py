@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +53,75 @@ def hand_up(bench: Bench, host, warm: bool) -> Sample:
     return Sample(start.wall + copy.wall, start.cpu + copy.cpu)
 
 
+def hand_up_parallel(bench: Bench, hosts, warm: bool) -> Sample:
+    """The hand recipe on every host at once (a shell loop with `&`): what P3 asks of rk, by hand."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        samples = list(pool.map(lambda h: hand_up(bench, h, warm), hosts))
+    return Sample(time.perf_counter() - start, sum(s.cpu for s in samples))
+
+
 def rk_up(bench: Bench, inventory: Path, pattern: str, tunnel: bool = False) -> Sample:
     """`rk up` until the connection file is local: without rk's tunnel, like the hand recipe
     (P6 measures the tunnel, with tunnel=True)."""
     return bench.rk("up", "-i", str(inventory), "--host", pattern, *([] if tunnel else ["--no-tunnel"]))
+
+
+# -- plain Ansible: what rk's playbook runs are measured against when asking "is it rk or Ansible?"
+
+# The issue's reference "naive playbook": a shell task that starts the kernel detached, wait_for
+# its file, fetch it. No provisioning check, no tracked process, no lock, no private fetch.
+NAIVE_PLAY = """- name: Naive kernel start
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Start the kernel detached
+      ansible.builtin.shell: >-
+        mkdir -p ~/naive && rm -f ~/naive/k.json && cd ~ &&
+        (setsid nohup {python} -m ipykernel_launcher -f ~/naive/k.json >~/naive/log 2>&1 </dev/null &)
+      changed_when: true
+    - name: Wait for its connection file
+      ansible.builtin.wait_for:
+        path: "/home/{{{{ ansible_user }}}}/naive/k.json"
+        search_regex: '"key"'
+        timeout: 60
+    - name: Fetch it
+      ansible.builtin.fetch:
+        src: "/home/{{{{ ansible_user }}}}/naive/k.json"
+        dest: "{dest}/naive-{{{{ inventory_hostname }}}}.json"
+        flat: true
+"""
+# The least an Ansible status over N hosts can be: one module round trip per host.
+PING_PLAY = ("- name: One module task\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+             "    - name: Ping\n      ansible.builtin.ping:\n")
+
+
+def plain_env(bench: Bench) -> dict:
+    """ansible-playbook with rk's ansible.cfg and ssh settings, its control dir (so dropping rk's
+    masters makes these runs cold too) and the shared venv's Python for modules."""
+    from rk import content, runner
+
+    env = dict(bench.env, **runner.ansible_env(), ANSIBLE_PYTHON_INTERPRETER=f"{VENV}/bin/python")
+    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(bench.rk_control_dir())  # rk's, under the bench's HOME
+    env["ANSIBLE_CONFIG"] = str(content.ansible_cfg())
+    return env
+
+
+def plain_playbook(bench: Bench, name: str, text: str):
+    """A callable running the playbook `text` over an inventory and an optional limit."""
+    play = bench.dir / f"plain-{name}.yml"
+    play.write_text(text)
+    env = plain_env(bench)
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+
+    def run_it(inventory: Path, limit: str = "all") -> Sample:
+        return timed([playbook, "-i", str(inventory), "-l", limit, str(play)], env)
+    return run_it
+
+
+def naive_playbook(bench: Bench):
+    return plain_playbook(bench, "naive", NAIVE_PLAY.format(python=f"{VENV}/bin/python",
+                                                            dest=bench.dir / "naive"))
 
 
 def _warm_or_cold(bench: Bench, hosts, warm: bool) -> None:
@@ -69,6 +135,7 @@ def _warm_or_cold(bench: Bench, hosts, warm: bool) -> None:
 
 
 def p1_p2(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
+    naive = naive_playbook(bench)
     for warm in (False, True):
         cond = "warm (ssh masters up)" if warm else "cold (no ssh master)"
         _warm_or_cold(bench, [host], warm)
@@ -83,13 +150,17 @@ def p1_p2(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
         def reset_hand():
             stop_kernels([host])
 
-        a, b = Series("rk up"), Series("hand recipe")
+        a, b, c = Series("rk up"), Series("hand recipe"), Series("naive playbook")
         for _ in range(reps):
             before_rk()
             a.samples.append(rk_up(bench, inv1, host.name))
             reset_hand()
             b.samples.append(hand_up(bench, host, warm))
+            before_rk()  # the naive playbook runs over rk's control dir, like rk
+            c.samples.append(naive(inv1, host.name))
         res.rows.append(Row("P1", "`rk up`, no kernel running", cond, a, b, 2.0))
+        res.rows.append(Row("P1", "`rk up` against plain Ansible: the naive playbook (shell start,"
+                            " wait_for, fetch)", cond, a, c, None))
 
         # P2: rk's kernel keeps running; the hand recipe starts its own each time.
         stop_kernels([host])
@@ -120,9 +191,21 @@ def p3(bench: Bench, inv1: Path, inv8: Path, hosts8, reps: int, res: Results,
                 bench.drop_rk_masters()
 
         a, b = Series("rk up, 8 hosts"), Series("rk up, 1 host")
-        alternate([(a, lambda: rk_up(bench, inv8, "bench")), (b, lambda: rk_up(bench, inv1, "h1"))],
+        c, d = Series("naive playbook, 8 hosts"), Series("naive playbook, 1 host")
+        e, f = Series("hand recipe, 8 hosts at once"), Series("hand recipe, 1 host")
+        naive = naive_playbook(bench)
+        alternate([(a, lambda: rk_up(bench, inv8, "bench")), (b, lambda: rk_up(bench, inv1, "h1")),
+                   (c, lambda: naive(inv8)), (d, lambda: naive(inv1)),
+                   (e, lambda: hand_up_parallel(bench, hosts8, warm)), (f, lambda: hand_up(bench, hosts8[0], warm))],
                   reps, reset)
         res.rows.append(Row("P3", "`rk up` on 8 hosts vs 1 host", cond, a, b, 2.0))
+        # Not rk: the test hosts share the controller's two cores, so 8 kernels starting at once
+        # compete with each other and with the controller. The same target applied by hand:
+        res.rows.append(Row("P3", "by hand, not rk: the hand recipe on 8 hosts at once vs 1 host",
+                            cond, e, f, 2.0))
+        # Not rk: P3's target applied to Ansible alone, measured in the same alternation.
+        res.rows.append(Row("P3", "plain Ansible, not rk: the naive playbook on 8 hosts vs 1 host",
+                            cond, c, d, 2.0))
     stop_kernels(hosts8)
 
 
@@ -136,6 +219,7 @@ def kernel_pids(bench: Bench, inventory: Path) -> dict[str, int]:
 
 
 def p4(bench: Bench, inv8: Path, hosts8, reps: int, res: Results) -> None:
+    one_module = plain_playbook(bench, "ping", PING_PLAY)
     stop_kernels(hosts8)
     rk_up(bench, inv8, "bench")
     pids = kernel_pids(bench, inv8)
@@ -150,9 +234,16 @@ def p4(bench: Bench, inv8: Path, hosts8, reps: int, res: Results) -> None:
                 bench.drop_rk_masters()
             return bench.rk("status", "-i", str(inv8))
 
-        a, b = Series("rk status, 8 hosts"), Series("parallel ssh kill -0")
-        alternate([(a, status), (b, lambda: hand_kill0(bench, hosts8, pids, warm))], reps)
+        def ping():
+            if not warm:
+                bench.drop_rk_masters()
+            return one_module(inv8)
+
+        a, b, c = Series("rk status, 8 hosts"), Series("parallel ssh kill -0"), Series("one ping task, 8 hosts")
+        alternate([(a, status), (b, lambda: hand_kill0(bench, hosts8, pids, warm)), (c, ping)], reps)
         res.rows.append(Row("P4", "`rk status` over 8 hosts", cond, a, b, 2.0))
+        res.rows.append(Row("P4", "`rk status` against plain Ansible: a one-task (ping) playbook over"
+                            " 8 hosts", cond, a, c, None))
     stop_kernels(hosts8)
 
 
@@ -314,17 +405,13 @@ LIST_HOSTS = ("from pathlib import Path; from rk.runner import Inventory; "
 
 
 def floors(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
-    from rk import content, runner
-
     plays = {}
     for name, text in (("empty", EMPTY_PLAY),
                        ("raw", ONE_TASK.format(task="ansible.builtin.raw: 'true'\n      changed_when: false")),
                        ("module", ONE_TASK.format(task="ansible.builtin.ping:"))):
         plays[name] = bench.dir / f"floor-{name}.yml"
         plays[name].write_text(text)
-    env = dict(bench.env, **runner.ansible_env(), ANSIBLE_PYTHON_INTERPRETER=f"{VENV}/bin/python")
-    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(bench.rk_control_dir())  # rk's, under the bench's HOME
-    env["ANSIBLE_CONFIG"] = str(content.ansible_cfg())
+    env = plain_env(bench)
     playbook = str(Path(sys.executable).parent / "ansible-playbook")
     runner_script = bench.dir / "runner_empty.py"
     runner_script.write_text(RUNNER_EMPTY)

@@ -232,7 +232,7 @@ def on_hosts(hosts, command: str, user: str = "rk") -> None:
 
 
 STOP_KERNELS = ("pkill -KILL -f '[i]pykernel'; "
-                "rm -rf ~/.local/state/rk ~/hand; true")
+                "rm -rf ~/.local/state/rk ~/hand ~/naive; true")
 
 
 def stop_kernels(hosts) -> None:

@@ -45,8 +45,9 @@ def render(res: Results, meta: dict) -> str:
         other = (f"{row.other.label}: {row.other.median:.2f} s ({row.other.spread()})"
                  if row.other else "-")
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        target = f"<= {row.target}x" if row.target is not None else "(for the cause)"
         out.append(f"| {row.case} | {row.what} | {row.condition} | {row.rk.median:.2f} s "
-                   f"({row.rk.spread()}) | {other} | {ratio} | <= {row.target}x | {_verdict(row)} |")
+                   f"({row.rk.spread()}) | {other} | {ratio} | {target} | {_verdict(row)} |")
     if res.memory:
         pss = statistics.median(m["pss"] for m in res.memory)
         rss = statistics.median(m["rss"] for m in res.memory)
