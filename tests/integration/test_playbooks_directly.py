@@ -84,3 +84,38 @@ def test_every_host_checks_its_own_variables_before_anything_runs(make_hosts, tm
                                "-e", "rk_kernel_stop_timeout=soon")
     assert timeout.returncode != 0
     assert timeout.stdout.count("rk_kernel_stop_timeout") >= 2 and "float" in timeout.stdout, timeout.stdout[-3000:]
+
+
+def test_fetch_replaces_a_symlink_or_fifo_at_its_destination_without_following_it(make_hosts, tmp_path):
+    # Whatever sits where the file lands is replaced by a private regular file, never followed:
+    # even a symlink to an identical copy is a change (it used to be compared through the link
+    # and reported unchanged, leaving the link in place).
+    group = make_hosts(n=1, image="python")
+    inv = str(group.inventory)
+    fetched = tmp_path / "kernels"
+    local = fetched / "kernel-rk-h1-default.json"
+    victim = tmp_path / "victim.json"
+
+    def fetch() -> subprocess.CompletedProcess:
+        done = ansible_playbook("-i", inv, "playbooks/fetch_kernel.yml", "-e", f"rk_kernel_fetch_dir={fetched}")
+        assert done.returncode == 0, done.stdout[-3000:]
+        mode = local.lstat().st_mode
+        assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o600
+        return done
+
+    try:
+        started = ansible_playbook("-i", inv, "playbooks/start_kernel.yml", "-e", "rk_kernel_python=/usr/bin/python3")
+        assert started.returncode == 0, started.stdout[-3000:]
+        fetch()
+        victim.write_bytes(local.read_bytes())
+        local.unlink()
+        local.symlink_to(victim)
+        assert "changed=1" in fetch().stdout
+        assert victim.read_bytes() == local.read_bytes() and not local.is_symlink()
+
+        local.unlink()
+        os.mkfifo(local, 0o600)
+        assert "changed=1" in fetch().stdout
+        assert "key" in json.loads(local.read_text())
+    finally:
+        ansible_playbook("-i", inv, "playbooks/stop_kernel.yml")

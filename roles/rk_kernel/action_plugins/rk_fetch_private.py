@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import stat
 import tempfile
 
 from ansible.errors import AnsibleActionFail
@@ -36,7 +37,13 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("src and dest are required")
         dest = os.path.expanduser(dest)
         directory = os.path.dirname(dest)
-        existed = os.path.exists(dest)
+        # lstat, not exists(): whatever sits at dest (a symlink, a FIFO that would block a read)
+        # is replaced by the rename below and never followed or opened; only a regular file is
+        # compared, to report "changed" truthfully.
+        try:
+            existed = stat.S_ISREG(os.lstat(dest).st_mode)
+        except FileNotFoundError:
+            existed = False
         if self._task.check_mode:
             return dict(result, changed=not existed, dest=dest)
         os.makedirs(directory, mode=0o700, exist_ok=True)
