@@ -8,10 +8,11 @@ set_stats data arrives as artifact_data, and changes are counted from the runner
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ansible_runner
@@ -27,6 +28,9 @@ ANSIBLE_ENV = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
 CONTROLLER_CA = "/etc/ssl/certs/ca-certificates.crt"
 VENV = "/home/rk/.local/share/rk/venv"
 ROOT_VENV = "/root/.local/share/rk/venv"
+CACHE = "/home/rk/.cache/rk"
+PUSH = "Push the wheelhouse"
+PROBE = "Probe the host with raw (works before Python exists)"
 
 
 @dataclass
@@ -36,6 +40,13 @@ class Run:
     result: dict | None  # this host's rk_python entry from set_stats
     messages: str  # every failure message of the run, joined
     output: str
+    # (task name, result) of every task that ran on the host (ok, changed or failed)
+    tasks: list[tuple[str, dict]] = field(default_factory=list)
+
+    def task(self, name: str) -> dict:
+        """The result of the one run of task `name` (fails the test if it ran more or less)."""
+        (result,) = [res for task, res in self.tasks if task == name]
+        return result
 
 
 def provision(group, *cmdline: str, **extravars) -> Run:
@@ -51,9 +62,27 @@ def provision(group, *cmdline: str, **extravars) -> Run:
                 if e["event"] in ("runner_on_failed", "runner_on_unreachable")
                 and not e["event_data"].get("ignore_errors")]
     ok = not stats["failures"].get(host) and not stats["dark"].get(host)
+    tasks = [(e["event_data"]["task"], e["event_data"]["res"]) for e in runner.events
+             if e["event"] in ("runner_on_ok", "runner_on_failed")
+             and e["event_data"].get("host") == host]
     return Run(ok, stats["changed"].get(host, 0),
                stats.get("artifact_data", {}).get("rk_python", {}).get(host),
-               "\n".join(str(m) for m in failures), runner.stdout.read()[-6000:])
+               "\n".join(str(m) for m in failures), runner.stdout.read()[-6000:], tasks)
+
+
+def wheelhouse_dir(wheelhouse: Path, cache: str = CACHE) -> str:
+    """The host directory rk_push_wheelhouse unpacks `wheelhouse` into (named by its listing)."""
+    path = REPO / "roles" / "rk_python" / "action_plugins" / "rk_push_wheelhouse.py"
+    spec = importlib.util.spec_from_file_location("rk_push_wheelhouse", path)
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    return f"{cache}/{plugin.listing_digest(str(wheelhouse))[1]}"
+
+
+def stat(host, *paths: str) -> list[str]:
+    """`mode owner` of each path, as root sees it."""
+    out = host.exec("stat -c '%a %U' " + " ".join(paths)).stdout
+    return out.strip().splitlines()
 
 
 def remove_sudo(host) -> None:
@@ -102,6 +131,9 @@ def test_check_mode_on_a_fresh_host_changes_nothing(make_hosts, wheelhouse):
 
     assert run.ok, run.output
     assert host.exec(listing).stdout == before
+    # The wheelhouse would be sent: its task says so, with the directory it would make.
+    assert run.task(PUSH)["changed"] is True
+    assert run.task(PUSH)["path"] == wheelhouse_dir(wheelhouse)
 
 
 def test_user_without_sudo_on_python_without_venv_gets_a_working_venv(make_hosts, wheelhouse):
@@ -190,3 +222,78 @@ def test_venv_belongs_to_the_connecting_user_when_the_inventory_sets_become(make
     assert host.exec("dpkg -s python3-venv", check=False).returncode == 0
     assert host.exec(f"stat -c %U {VENV} {VENV}/bin/pip").stdout.split() == ["rk", "rk"]
     assert host.exec(f"test -e {ROOT_VENV}", check=False).returncode != 0
+    # The wheelhouse's push runs its shell commands as rk too, not through sudo.
+    assert stat(host, CACHE, wheelhouse_dir(wheelhouse)) == ["700 rk", "755 rk"]
+    assert host.exec("test -e /root/.cache/rk", check=False).returncode != 0
+
+
+def test_wheelhouse_crosses_once_and_the_fingerprint_leaves_one_probe(make_hosts, wheelhouse):
+    # novenv without sudo and offline: venv --without-pip, pip from its wheel, the rest from
+    # the wheelhouse. A cut earlier run left a half-unpacked wheelhouse behind.
+    group = make_hosts(image="novenv", offline=True)
+    host = group.hosts[0]
+    remove_sudo(host)
+    unpacked = wheelhouse_dir(wheelhouse)
+    host.exec(f"mkdir -p {unpacked}.part && echo half > {unpacked}.part/junk.whl "
+              f"&& chown -R rk:rk /home/rk/.cache")
+
+    first = provision(group, rk_python_wheelhouse=str(wheelhouse))
+
+    assert first.ok, first.output
+    push = first.task(PUSH)
+    assert push["changed"] is True and push["path"] == unpacked
+    assert imports_ipykernel(host, f"{VENV}/bin/python", "rk") == first.result["ipykernel"]
+    # The stale .part is gone, not merged; the tar was streamed, never stored on the host.
+    pip_wheel = Path(first.task("Push the pip wheel")["dest"]).name
+    assert sorted(host.exec(f"ls -A {CACHE}").stdout.split()) == sorted([Path(unpacked).name, pip_wheel])
+    wheels = host.exec(f"ls {unpacked}").stdout.split()
+    assert "junk.whl" not in wheels
+    assert sorted(wheels) == sorted(p.name for p in wheelhouse.iterdir() if p.is_file())
+    assert stat(host, CACHE, unpacked, f"{unpacked}/{wheels[0]}") == ["700 rk", "755 rk", "644 rk"]
+    # The merged version task wrote the fingerprint whole, 0644, and left no temporary file.
+    fingerprint = host.exec(f"cat {VENV}/.rk-fingerprint").stdout
+    assert fingerprint.endswith(f" {first.result['version']}\n")
+    assert len(fingerprint.split()[0]) == 64
+    assert stat(host, f"{VENV}/.rk-fingerprint") == ["644 rk"]
+    assert [n for n in host.exec(f"ls -A {VENV}").stdout.split() if n.startswith(".rk-")] == [".rk-fingerprint"]
+
+    # The fingerprint matches: the raw probe is the only task that reaches the host.
+    second = provision(group, rk_python_wheelhouse=str(wheelhouse))
+    assert second.ok and second.changed == 0, second.output
+    assert [task for task, _ in second.tasks].count(PROBE) == 1
+    assert PUSH not in [task for task, _ in second.tasks]
+    assert second.result == {**first.result, "changed": False}
+
+    # Without the fingerprint the slow path runs again, but the wheelhouse is not sent again:
+    # a file planted in the unpacked directory survives, and the task reports no change.
+    host.exec(f"rm {VENV}/.rk-fingerprint && touch {unpacked}/planted")
+    third = provision(group, rk_python_wheelhouse=str(wheelhouse))
+    assert third.ok and third.changed == 0, third.output
+    assert third.task(PUSH)["changed"] is False
+    assert "tar" not in third.task(PUSH)
+    assert host.exec(f"test -e {unpacked}/planted", check=False).returncode == 0
+    assert host.exec(f"cat {VENV}/.rk-fingerprint").stdout == fingerprint
+
+
+def test_wheelhouse_push_failures_are_one_sentence(make_hosts, wheelhouse):
+    group = make_hosts(image="novenv", offline=True)
+    host = group.hosts[0]
+    remove_sudo(host)
+
+    # No tar on the host: said before anything is sent.
+    host.exec("mv /usr/bin/tar /usr/bin/tar.away")
+    run = provision(group, rk_python_wheelhouse=str(wheelhouse))
+    assert not run.ok
+    assert "tar is missing on h1, and rk unpacks the wheelhouse with it" in run.messages, run.messages
+    assert "wheelhouse-" not in host.exec(f"ls -A {CACHE}").stdout
+    host.exec("mv /usr/bin/tar.away /usr/bin/tar")
+
+    # A stale .part the connecting user cannot remove (root's): the host's own words, no traceback.
+    unpacked = wheelhouse_dir(wheelhouse)
+    host.exec(f"mkdir -p {unpacked}.part && touch {unpacked}.part/junk.whl")
+    run = provision(group, rk_python_wheelhouse=str(wheelhouse))
+    assert not run.ok
+    assert f"could not unpack the wheelhouse into {unpacked} on h1" in run.messages, run.messages
+    assert "Permission denied" in run.messages, run.messages
+    assert "Traceback" not in run.messages
+    assert host.exec(f"test -e {unpacked}", check=False).returncode != 0
