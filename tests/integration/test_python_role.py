@@ -8,6 +8,7 @@ set_stats data arrives as artifact_data, and changes are counted from the runner
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sys
@@ -51,12 +52,16 @@ class Run:
 
 def provision(group, *cmdline: str, **extravars) -> Run:
     """Run playbooks/provision.yml on the group's single host."""
+    return run_playbook(group, REPO / "playbooks" / "provision.yml", cmdline, extravars)
+
+
+def run_playbook(group, playbook: Path, cmdline, extravars, env=None) -> Run:
     host = group.hosts[0].name
     data_dir = tempfile.mkdtemp(prefix="runner-", dir=group.directory)
     runner = ansible_runner.run(
-        private_data_dir=data_dir, playbook=str(REPO / "playbooks" / "provision.yml"),
+        private_data_dir=data_dir, playbook=str(playbook),
         inventory=str(group.inventory), extravars=extravars, cmdline=" ".join(cmdline) or None,
-        quiet=True, envvars=ANSIBLE_ENV, timeout=600)
+        quiet=True, envvars={**ANSIBLE_ENV, **(env or {})}, timeout=600)
     (stats,) = [e["event_data"] for e in runner.events if e["event"] == "playbook_on_stats"]
     failures = [e["event_data"]["res"].get("msg", "") for e in runner.events
                 if e["event"] in ("runner_on_failed", "runner_on_unreachable")
@@ -297,3 +302,55 @@ def test_wheelhouse_push_failures_are_one_sentence(make_hosts, wheelhouse):
     assert "Permission denied" in run.messages, run.messages
     assert "Traceback" not in run.messages
     assert host.exec(f"test -e {unpacked}", check=False).returncode != 0
+
+
+PUSH_PLAYBOOK = """
+- name: Push a wheelhouse with the action plugin alone
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Push the wheelhouse
+      rk_push_wheelhouse:
+        src: "{{ src }}"
+        controller_cache: "{{ controller_cache }}"
+        dest: "{{ dest }}"
+        stream_limit: "{{ stream_limit }}"
+"""
+
+
+def test_wheelhouse_push_needs_no_python_and_large_tars_go_by_file_transfer(make_hosts, wheelhouse):
+    # A bare host has no Python at all: the plugin runs only shell commands there.
+    group = make_hosts(image="bare")
+    host = group.hosts[0]
+    playbook = group.directory / "push.yml"
+    playbook.write_text(PUSH_PLAYBOOK)
+    env = {"ANSIBLE_ACTION_PLUGINS": str(REPO / "roles" / "rk_python" / "action_plugins")}
+    wheels = sorted(p.name for p in wheelhouse.iterdir() if p.is_file())
+
+    def push(dest: str, stream_limit: int, *cmdline: str) -> Run:
+        return run_playbook(group, playbook, cmdline, {
+            "src": str(wheelhouse), "controller_cache": str(group.directory / "tars"),
+            "dest": dest, "stream_limit": stream_limit}, env)
+
+    # Through the ssh pipe (the default), and by sftp/scp when the tar is above the limit.
+    for dest, limit in (("/home/rk/piped/cache", 64 << 20), ("/home/rk/put/cache", 0)):
+        unpacked = wheelhouse_dir(wheelhouse, dest)
+        check = push(dest, limit, "--check")
+        assert check.ok and check.task(PUSH)["changed"] is True, check.output
+        assert host.exec(f"test -e {dest}", check=False).returncode != 0
+
+        run = push(dest, limit)
+        assert run.ok, run.output
+        assert run.task(PUSH) | {"path": unpacked, "changed": True} == run.task(PUSH)
+        assert sorted(host.exec(f"ls -A {dest}").stdout.split()) == [Path(unpacked).name]
+        assert sorted(host.exec(f"ls -A {unpacked}").stdout.split()) == wheels
+        assert stat(host, dest, unpacked) == ["700 rk", "755 rk"]
+        # Byte for byte: the host's checksums are the controller's.
+        sums = host.exec(f"cd {unpacked} && sha256sum *").stdout
+        assert sums == "".join(f"{hashlib.sha256((wheelhouse / w).read_bytes()).hexdigest()}  {w}\n"
+                               for w in wheels)
+
+        again = push(dest, limit)
+        assert again.ok and again.task(PUSH)["changed"] is False, again.output
+        assert "tar" not in again.task(PUSH)
+    assert host.exec("command -v python3 || command -v python", check=False).returncode != 0

@@ -16,7 +16,11 @@ the 0700 cache directory if missing, unpacks the tar streamed on its stdin into
 `wheelhouse-<hash>.part` (a stale one removed first) and renames that into place, so a cut run
 never leaves a half directory under the final name. The ssh connection writes `in_data` to the
 ssh process's stdin as bytes through a plain pipe (no pty when there is input), so the tar
-arrives intact; the local connection hands it to `communicate()` the same way.
+arrives intact; the local connection hands it to `communicate()` the same way. But in_data is
+one bytes object in memory, per host: a tar above `stream_limit` (64 MiB) is put beside its
+directory by the connection's own file transfer (sftp or scp, from disk) after a command that
+makes the cache directory, and the unpack command reads that file (two more round trips,
+nothing beside a large transfer).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import shlex
 import tarfile
 import tempfile
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
 
 DOCUMENTATION = r"""
@@ -37,21 +41,28 @@ options:
   src: {description: Controller directory of wheels ("~" expanded)., type: str, required: true}
   controller_cache: {description: Controller directory for the packed tar ("~" expanded)., type: str, required: true}
   dest: {description: Absolute host path of the cache directory (made 0700 if missing)., type: str, required: true}
+  stream_limit:
+    description: Tars of more bytes go by the connection's file transfer, not held in memory for the ssh pipe.
+    type: int
+    default: 67108864
 notes:
   - Returns C(path), the host directory holding the wheels.
   - Honours become as the task has it (rk_python runs it with ansible_become false).
 """
 
-# The whole tar is written to the ssh process before its output is read; a command that
-# stops early must still read it to the end, or the controller sees a broken pipe instead
-# of the command's own error. ~ (no trailing slash) and relative paths are not expanded.
+# The tar comes on stdin ($t empty) or, when it was put beside its directory by the
+# connection's file transfer, from the file $t (removed afterwards, whatever happened).
+# The whole stdin is written to the ssh process before its output is read: a command that
+# stops early must still read it to the end, or the controller sees a broken pipe instead of
+# the command's own error. Paths are absolute: nothing here expands "~".
 UNPACK = r"""
-fail() { cat >/dev/null; exit 1; }
+fail() { if [ -n "$t" ]; then rm -f "$t"; else cat >/dev/null; fi; exit 1; }
 umask 022
 if [ ! -d "$c" ]; then (umask 077 && mkdir -p "$c") || fail; fi
 rm -rf "$d.part" || fail
 mkdir "$d.part" || fail
-tar -xf - -C "$d.part" || fail
+tar -xf "${t:--}" -C "$d.part" || fail
+if [ -n "$t" ]; then rm -f "$t"; fi
 if [ -d "$d" ]; then
   rm -rf "$d.part"
 else
@@ -59,6 +70,15 @@ else
 fi
 echo RK:unpacked
 """
+
+# Before a file transfer: the cache directory it lands in.
+MAKE_CACHE = r"""
+if [ -d "$c" ] || (umask 077 && mkdir -p "$c"); then echo RK:cache; fi
+"""
+
+# Above this size the tar goes by the connection's file transfer (sftp or scp, read from disk
+# as it goes) instead of the ssh pipe, which holds the whole tar in memory, per host.
+STREAM_LIMIT = 64 << 20
 
 CHECK = r"""
 if [ -d "$d" ]; then echo RK:present
@@ -108,7 +128,7 @@ def tail(text: str) -> str:
 class ActionModule(ActionBase):
     # No remote temporary directory: nothing is copied as a file, and making one costs a round trip.
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("src", "controller_cache", "dest"))
+    _VALID_ARGS = frozenset(("src", "controller_cache", "dest", "stream_limit"))
 
     def _shell(self, script: str, in_data: bytes | None = None, **values: str) -> dict:
         assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
@@ -157,18 +177,36 @@ class ActionModule(ActionBase):
         tar = os.path.join(cache, name + ".tar")
         try:
             pack(source, names, tar)
-            with open(tar, "rb") as packed:
-                data = packed.read()
-        except OSError as exc:
+            size = os.path.getsize(tar)
+            limit = int(args.get("stream_limit", STREAM_LIMIT))
+            data = None
+            if size <= limit:
+                with open(tar, "rb") as packed:
+                    data = packed.read()
+        except (OSError, ValueError) as exc:
             raise AnsibleActionFail(
                 f"could not pack the wheelhouse {source} into {tar} on the controller ({exc}). "
                 f"Fix: make rk_python_controller_cache a writable directory with free space.") from None
         result["tar"] = tar
-        unpack = self._shell(UNPACK, in_data=data, d=path, c=dest)
+        fix = (f"Fix: free space there and make {dest} writable by the connecting user, "
+               f"or set rk_python_cache_dir to such a directory.")
+        if data is not None:
+            unpack = self._shell(UNPACK, in_data=data, d=path, c=dest, t="")
+        else:
+            made = self._shell(MAKE_CACHE, c=dest)
+            if "RK:cache" not in made["stdout"].split():
+                raise AnsibleActionFail(
+                    f"could not make the directory {dest} on {host} "
+                    f"(rc {made['rc']}: {tail(made['stderr'] or made['stdout'])}). {fix}")
+            try:
+                self._connection.put_file(tar, f"{path}.tar.part")
+            except AnsibleError as exc:
+                raise AnsibleActionFail(
+                    f"could not send the wheelhouse to {path}.tar.part on {host} ({tail(str(exc))}). "
+                    f"{fix}") from None
+            unpack = self._shell(UNPACK, d=path, c=dest, t=f"{path}.tar.part")
         if "RK:unpacked" not in unpack["stdout"].split():
             raise AnsibleActionFail(
                 f"could not unpack the wheelhouse into {path} on {host} "
-                f"(rc {unpack['rc']}: {tail(unpack['stderr'] or unpack['stdout'])}). "
-                f"Fix: free space there and make {dest} writable by the connecting user, "
-                f"or set rk_python_cache_dir to such a directory.")
+                f"(rc {unpack['rc']}: {tail(unpack['stderr'] or unpack['stdout'])}). {fix}")
         return result
