@@ -26,7 +26,8 @@ options:
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    # No remote temp dir: fetch_file needs none, and making and removing one cost two round trips.
+    TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("src", "dest"))
 
     def run(self, tmp=None, task_vars=None):
