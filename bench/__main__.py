@@ -32,7 +32,15 @@ def main(argv: list[str] | None = None) -> int:
                              "localhost connection file of rk's supervised tunnel as is (rk-tunnel)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (not the hosts)")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: write --out again from a run's saved figures (RESULTS.json), "
+                             "with the current NOTES.md")
     args = parser.parse_args(argv)
+    if args.render:
+        res, meta = report.load(args.render)
+        meta["notes"] = meta.get("failures", []) + _notes()
+        args.out.write_text(report.render(res, meta))
+        return 0
     reps = args.reps or (3 if args.quick else 5)
     wanted = set(args.cases.split(","))
     unknown = wanted - set(ALL)
@@ -84,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         "reps": reps,
         "p6": ("rk up, then the bench's own `ssh -L` for the five ports (rk has no tunnel yet)"
                if args.p6 == "own-tunnel" else "rk up with rk's supervised tunnel"),
-        "notes": (["## Cases that failed", "", *failures, ""] if failures else []) + _notes(),
+        "failures": ["## Cases that failed", "", *failures, ""] if failures else [],
     }
+    # Every sample, so the analysis can be rewritten and RESULTS.md rendered again (--render).
+    report.save(args.out.with_suffix(".json"), res, meta)
+    meta["notes"] = meta["failures"] + _notes()
     args.out.write_text(report.render(res, meta))
     _say(f"wrote {args.out} in {time.monotonic() - started:.0f} s")
     return 0

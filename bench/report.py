@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -9,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from bench.cases import Results, Row
+from bench.harness import Sample, Series
 
 TARGET_MIB = 300
 
@@ -66,6 +69,7 @@ def render(res: Results, meta: dict) -> str:
         for name, series in res.floors.items():
             out.append(f"| {name} | {series.median:.3f} s | {series.spread()} |")
         out += [""] + _floor_analysis(res)
+    out += _misses(res)
 
     if res.breakdown:
         out += ["## Where a warm `rk up` (no kernel running) spends its time", "",
@@ -128,6 +132,101 @@ def _floor_analysis(res: Results) -> list[str]:
         f" start ({kernel:.2f} s) = {2 * ssh_cold + kernel:.2f} s: rk's floor for P1 is"
         f" {p1 / (2 * ssh_cold + kernel):.2f}x of it.", ""]
     return lines
+
+
+def _row(res: Results, case: str, condition: str, other: str) -> Row | None:
+    return next((r for r in res.rows if r.case == case and r.condition.startswith(condition)
+                 and r.other is not None and r.other.label == other), None)
+
+
+def _misses(res: Results) -> list[str]:
+    """Each missed target beside the least that could be done in its place, measured in this run:
+    a floor above the target explains the miss; what rk takes above the floor is its own cost."""
+    try:
+        runner = _floor(res, "ansible-runner")
+        inventory = _floor(res, "in-process inventory parse") - _floor(res, "python -c pass")
+        playbook = _floor(res, "ansible-playbook, empty")
+        raw = _floor(res, "ansible-playbook, one raw") - playbook
+        module = _floor(res, "ansible-playbook, one module") - playbook
+        handshake = _floor(res, "ssh true, cold")
+        kernel = _floor(res, "ipykernel start")
+    except StopIteration:
+        return []
+    fixed = runner + inventory
+    lines = []
+
+    def add(case: str, condition: str, rk_row: Row | None, floor: float | None, floor_ratio: float | None,
+            how: str) -> None:
+        if rk_row is None or rk_row.ratio is None or rk_row.target is None or rk_row.ratio <= rk_row.target:
+            return
+        above = f"{rk_row.rk.median - floor:+.2f} s" if floor is not None else "-"
+        lines.append(f"| {case} | {condition} | <= {rk_row.target}x | {rk_row.ratio:.2f}x | "
+                     f"{floor_ratio:.2f}x | {how} | {above} |")
+
+    for cond, cold in (("cold", True), ("warm", False)):
+        p1, p2 = _row(res, "P1", cond, "hand recipe"), _row(res, "P2", cond, "hand recipe")
+        naive = _row(res, "P1", cond, "naive playbook")
+        start = fixed + (handshake if cold else 0.0) + raw + module
+        if p1:
+            floor = start + kernel
+            how = (f"derived: {floor:.2f} s = runner's empty play + inventory parse"
+                   f"{' + one handshake' if cold else ''} + raw probe + module round trip + ipykernel's start")
+            if naive:
+                how += (f"; measured: the naive playbook, {naive.other.median:.2f} s ="
+                        f" {naive.other.median / p1.other.median:.2f}x")
+            add("P1", cond, p1, floor, floor / p1.other.median, how)
+        if p2:
+            add("P2", cond, p2, start, start / p2.other.median,
+                f"derived: {start:.2f} s, as P1 without ipykernel's start (the module finds it running)")
+        p4, ping = _row(res, "P4", cond, "parallel ssh kill -0"), _row(res, "P4", cond, "one ping task, 8 hosts")
+        if p4 and ping:
+            add("P4", cond, p4, ping.other.median, ping.other.median / p4.other.median,
+                f"measured: a one-task ping playbook over the 8 hosts, {ping.other.median:.2f} s")
+    p3 = _row(res, "P3", "cold", "rk up, 1 host")
+    hand8 = _row(res, "P3", "cold", "hand recipe, 1 host")
+    naive8 = _row(res, "P3", "cold", "naive playbook, 1 host")
+    if p3 and hand8:
+        how = "measured: the hand recipe itself on 8 hosts at once vs 1 (the hosts share the controller's cores)"
+        if naive8:
+            how += f"; the naive playbook: {naive8.ratio:.2f}x"
+        add("P3", "cold", p3, None, hand8.ratio, how)
+    p6, p1 = _row(res, "P6", "cold", "hand + ssh -L + 1+1"), _row(res, "P1", "cold", "hand recipe")
+    if p6 and p1:
+        floor = fixed + handshake + raw + module + kernel + (p6.other.median - p1.other.median)
+        add("P6", "cold", p6, floor, floor / p6.other.median,
+            f"derived: {floor:.2f} s = P1's cold floor + what the hand's own ssh -L and 1+1 add")
+    if not lines:
+        return []
+    return ["## Each miss and its floor", "",
+            "The least that could be done in rk's place, measured in this run: a floor ratio above the"
+            " target means no tool built on ansible-playbook (or, for P3, not even the hand recipe)"
+            " meets it on this machine. *Above floor* is what rk takes beyond it: its own tasks"
+            " (argument checks, the provisioning probe, the kernel's tracking, reports).", "",
+            "| case | condition | target | rk | floor | floor measured as | rk above floor |",
+            "|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def save(path: Path, res: Results, meta: dict) -> None:
+    path.write_text(json.dumps({"meta": meta, "results": dataclasses.asdict(res)}, indent=1) + "\n")
+
+
+def load(path: Path) -> tuple[Results, dict]:
+    data = json.loads(Path(path).read_text())
+
+    def series(d: dict | None) -> Series | None:
+        return Series(d["label"], [Sample(**x) for x in d["samples"]]) if d else None
+
+    raw = data["results"]
+    res = Results(
+        rows=[Row(**dict(r, rk=series(r["rk"]), other=series(r["other"]))) for r in raw["rows"]],
+        floors={name: series(s) for name, s in raw["floors"].items()},
+        scaling=[{k: (series(v) if isinstance(v, dict) else v) for k, v in e.items()} for e in raw["scaling"]],
+        memory=raw["memory"],
+        breakdown=[tuple(x) for x in raw["breakdown"]],
+        cold_breakdown=[tuple(x) for x in raw["cold_breakdown"]],
+        cold_hand_steps=[tuple(x) for x in raw["cold_hand_steps"]],
+    )
+    return res, data["meta"]
 
 
 def commit() -> str:
