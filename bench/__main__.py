@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = [1, 2, 4, 8] if args.quick else [1, 2, 4, 8, 16]
     fleet = max(counts) if "scaling" in wanted else 8
 
+    # A kill (SIGTERM) still removes the hosts: it unwinds through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     load_before = _load()
     res = cases.Results()
@@ -69,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             ("P4", lambda: cases.p4(bench, inv8, hosts8, reps, res)),
             ("P6", lambda: cases.p6(bench, inv1, h1, reps, args.p6, res)),
             ("P7", lambda: cases.p7(bench, reps, res)),
-            ("P8", lambda: cases.p8(bench, inv8, hosts8, 3, res)),
-            ("scaling", lambda: cases.scaling(bench, group, counts, 2, res)),
+            ("P8", lambda: cases.p8(bench, inv8, hosts8, reps, res)),
+            ("scaling", lambda: cases.scaling(bench, group, counts, reps, res)),
             ("P5", lambda: cases.p5(bench, 1 if args.quick else reps, res)),
         ]
         for name, step in steps:
