@@ -108,30 +108,37 @@ def render(res: Results, meta: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _parts(res: Results) -> dict[str, float] | None:
+    """The pieces an rk run is made of, from the floors: None when the floors were not run."""
+    try:
+        playbook = _floor(res, "ansible-playbook, empty")
+        return {
+            "runner": _floor(res, "ansible-runner"),
+            "inventory": _floor(res, "in-process inventory parse") - _floor(res, "python -c pass"),
+            "raw": _floor(res, "ansible-playbook, one raw") - playbook,
+            "module": _floor(res, "ansible-playbook, one module") - playbook,
+            "handshake": _floor(res, "ssh true, cold"),
+            "kernel": _floor(res, "ipykernel start"),
+        } | {"fixed": _floor(res, "ansible-runner") + _floor(res, "in-process inventory parse")
+             - _floor(res, "python -c pass")}
+    except StopIteration:
+        return None
+
+
 def _floor_analysis(res: Results) -> list[str]:
     """The fixed costs of an rk run, in numbers, next to the hand recipe."""
-    try:
-        py = _floor(res, "python -c pass")
-        runner = _floor(res, "ansible-runner")
-        playbook = _floor(res, "ansible-playbook, empty")
-        inventory = _floor(res, "in-process inventory parse") - py
-        raw = _floor(res, "ansible-playbook, one raw") - playbook
-        module = _floor(res, "ansible-playbook, one module") - playbook
-        ssh_cold = _floor(res, "ssh true, cold")
-        kernel = _floor(res, "ipykernel start")
-    except StopIteration:
+    p = _parts(res)
+    if p is None:
         return []
-    fixed = runner + inventory
-    p1 = fixed + raw + module + kernel
-    lines = [
-        f"Derived: an `rk up` cannot take less than ansible-runner's empty play ({runner:.2f} s) plus"
-        f" rk's in-process inventory parse ({inventory:.2f} s) = **{fixed:.2f} s of fixed cost**,"
-        f" then one raw round trip for the probe ({raw:.2f} s), one module round trip for the start"
-        f" ({module:.2f} s) and the kernel's own start ({kernel:.2f} s): {p1:.2f} s.",
-        f"The hand recipe's floor is two cold handshakes ({2 * ssh_cold:.2f} s) plus the kernel's"
-        f" start ({kernel:.2f} s) = {2 * ssh_cold + kernel:.2f} s: rk's floor for P1 is"
-        f" {p1 / (2 * ssh_cold + kernel):.2f}x of it.", ""]
-    return lines
+    p1 = p["fixed"] + p["raw"] + p["module"] + p["kernel"]
+    hand = 2 * p["handshake"] + p["kernel"]
+    return [
+        f"Derived: an `rk up` cannot take less than ansible-runner's empty play ({p['runner']:.2f} s) plus"
+        f" rk's in-process inventory parse ({p['inventory']:.2f} s) = **{p['fixed']:.2f} s of fixed cost**,"
+        f" then one raw round trip for the probe ({p['raw']:.2f} s), one module round trip for the start"
+        f" ({p['module']:.2f} s) and the kernel's own start ({p['kernel']:.2f} s): {p1:.2f} s.",
+        f"The hand recipe's floor is two cold handshakes ({2 * p['handshake']:.2f} s) plus the kernel's"
+        f" start ({p['kernel']:.2f} s) = {hand:.2f} s: rk's floor for P1 is {p1 / hand:.2f}x of it.", ""]
 
 
 def _row(res: Results, case: str, condition: str, other: str) -> Row | None:
@@ -142,17 +149,10 @@ def _row(res: Results, case: str, condition: str, other: str) -> Row | None:
 def _misses(res: Results) -> list[str]:
     """Each missed target beside the least that could be done in its place, measured in this run:
     a floor above the target explains the miss; what rk takes above the floor is its own cost."""
-    try:
-        runner = _floor(res, "ansible-runner")
-        inventory = _floor(res, "in-process inventory parse") - _floor(res, "python -c pass")
-        playbook = _floor(res, "ansible-playbook, empty")
-        raw = _floor(res, "ansible-playbook, one raw") - playbook
-        module = _floor(res, "ansible-playbook, one module") - playbook
-        handshake = _floor(res, "ssh true, cold")
-        kernel = _floor(res, "ipykernel start")
-    except StopIteration:
+    p = _parts(res)
+    if p is None:
         return []
-    fixed = runner + inventory
+    fixed, raw, module, handshake, kernel = p["fixed"], p["raw"], p["module"], p["handshake"], p["kernel"]
     lines = []
 
     def add(case: str, condition: str, rk_row: Row | None, floor: float | None, floor_ratio: float | None,
