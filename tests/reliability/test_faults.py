@@ -117,7 +117,10 @@ def test_a_kernel_busy_in_a_c_call_that_holds_the_gil_is_alive(host, env, inv):
         client.wait_for_ready(timeout=60)
         # ctypes.PyDLL keeps the GIL through the call: no Python thread of the kernel runs, its
         # heartbeat's ZeroMQ I/O thread (C++) still does.
-        msg_id = client.execute("import ctypes; ctypes.PyDLL(None).sleep(600)")
+        # The time.sleep first: ipykernel announces execute_input from its IOPub thread, a Python
+        # thread, which must get the GIL once before the C call takes it for good (under load it
+        # used not to, and the announcement never came).
+        msg_id = client.execute("import ctypes, time; time.sleep(2); ctypes.PyDLL(None).sleep(600)")
         wait_until(lambda: _executing(client, msg_id), "the cell runs", timeout=60)
         assert status(env, inv)["busy"]["state"] == "alive"
         host.exec(f"kill -INT {kernel['pid']}")  # sleep() returns on a signal; the cell ends

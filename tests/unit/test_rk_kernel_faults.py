@@ -74,10 +74,12 @@ def no_orphans():
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("free_pages", [0, 1, 2], ids=lambda n: f"{n}-pages-free")
+# 2 pages free is not here: whether the kernel's own writes (its log, the ports in kernel.json)
+# then still fit varies from run to run (a clean-clone CI run saw a kernel start). The
+# end-to-end form (tests/reliability/test_remote_faults.py) keeps that case.
+@pytest.mark.parametrize("free_pages", [0, 1], ids=lambda n: f"{n}-pages-free")
 def test_a_full_disk_is_one_sentence_with_a_hint_and_leaves_no_process_and_no_file(tmp_path, no_orphans, free_pages):
-    # 0: kernel.json cannot be written; 1: the kernel runs but state.json cannot be written;
-    # 2: the kernel itself cannot write (its log, its ports) and exits while starting.
+    # 0: kernel.json cannot be written; 1: the kernel runs but state.json cannot be written.
     filler = (DISK_PAGES - free_pages) * PAGE
     result, left, disk = on_a_small_disk(tmp_path, "rw,mode=0700", before=f"fallocate -l {filler} filler &&")
     no_orphans(disk)
