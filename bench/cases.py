@@ -91,9 +91,11 @@ NAIVE_PLAY = """- name: Naive kernel start
         dest: "{dest}/naive-{{{{ inventory_hostname }}}}.json"
         flat: true
 """
+EMPTY_PLAY = "- name: Nothing\n  hosts: all\n  gather_facts: false\n  tasks: []\n"
+ONE_TASK = ("- name: One task\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+            "    - name: One\n      {task}\n")
 # The least an Ansible status over N hosts can be: one module round trip per host.
-PING_PLAY = ("- name: One module task\n  hosts: all\n  gather_facts: false\n  tasks:\n"
-             "    - name: Ping\n      ansible.builtin.ping:\n")
+PING_PLAY = ONE_TASK.format(task="ansible.builtin.ping:")
 
 
 def plain_env(bench: Bench) -> dict:
@@ -107,10 +109,14 @@ def plain_env(bench: Bench) -> dict:
     return env
 
 
-def plain_playbook(bench: Bench, name: str, text: str):
-    """A callable running the playbook `text` over an inventory and an optional limit."""
+def write_play(bench: Bench, name: str, text: str) -> Path:
     play = bench.dir / f"plain-{name}.yml"
     play.write_text(text)
+    return play
+
+
+def plain_playbook(bench: Bench, play: Path):
+    """A callable running `play` with ansible-playbook over an inventory and an optional limit."""
     env = plain_env(bench)
     playbook = str(Path(sys.executable).parent / "ansible-playbook")
 
@@ -120,8 +126,8 @@ def plain_playbook(bench: Bench, name: str, text: str):
 
 
 def naive_playbook(bench: Bench):
-    return plain_playbook(bench, "naive", NAIVE_PLAY.format(python=f"{VENV}/bin/python",
-                                                            dest=bench.dir / "naive"))
+    return plain_playbook(bench, write_play(bench, "naive", NAIVE_PLAY.format(
+        python=f"{VENV}/bin/python", dest=bench.dir / "naive")))
 
 
 def _warm_or_cold(bench: Bench, hosts, warm: bool) -> None:
@@ -219,7 +225,7 @@ def kernel_pids(bench: Bench, inventory: Path) -> dict[str, int]:
 
 
 def p4(bench: Bench, inv8: Path, hosts8, reps: int, res: Results) -> None:
-    one_module = plain_playbook(bench, "ping", PING_PLAY)
+    one_module = plain_playbook(bench, write_play(bench, "ping", PING_PLAY))
     stop_kernels(hosts8)
     rk_up(bench, inv8, "bench")
     pids = kernel_pids(bench, inv8)
@@ -388,9 +394,6 @@ def p8(bench: Bench, inv8: Path, hosts8, reps: int, res: Results) -> None:
 
 # -- floors ---------------------------------------------------------------------------------
 
-EMPTY_PLAY = "- name: Nothing\n  hosts: all\n  gather_facts: false\n  tasks: []\n"
-ONE_TASK = ("- name: One task\n  hosts: all\n  gather_facts: false\n  tasks:\n"
-            "    - name: One\n      {task}\n")
 RUNNER_EMPTY = """
 import sys
 from pathlib import Path
@@ -405,14 +408,11 @@ LIST_HOSTS = ("from pathlib import Path; from rk.runner import Inventory; "
 
 
 def floors(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
-    plays = {}
-    for name, text in (("empty", EMPTY_PLAY),
-                       ("raw", ONE_TASK.format(task="ansible.builtin.raw: 'true'\n      changed_when: false")),
-                       ("module", ONE_TASK.format(task="ansible.builtin.ping:"))):
-        plays[name] = bench.dir / f"floor-{name}.yml"
-        plays[name].write_text(text)
-    env = plain_env(bench)
-    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    empty = write_play(bench, "empty", EMPTY_PLAY)
+    play_empty = plain_playbook(bench, empty)
+    play_raw = plain_playbook(bench, write_play(
+        bench, "raw", ONE_TASK.format(task="ansible.builtin.raw: 'true'\n      changed_when: false")))
+    play_module = plain_playbook(bench, write_play(bench, "ping", PING_PLAY))
     runner_script = bench.dir / "runner_empty.py"
     runner_script.write_text(RUNNER_EMPTY)
 
@@ -422,13 +422,11 @@ def floors(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
             lambda: timed([sys.executable, "-c", "import rk.cli"], bench.env),
         "in-process inventory parse (rk.runner.Inventory, incl. python start)":
             lambda: timed([sys.executable, "-c", LIST_HOSTS.format(inv=str(inv1))], bench.env),
-        "ansible-playbook, empty play": lambda: timed([playbook, "-i", str(inv1), str(plays["empty"])], env),
+        "ansible-playbook, empty play": lambda: play_empty(inv1),
         "ansible-runner (rk.runner), empty play":
-            lambda: timed([sys.executable, str(runner_script), str(plays["empty"]), str(inv1)], bench.env),
-        "ansible-playbook, one raw task (warm master)":
-            lambda: timed([playbook, "-i", str(inv1), "-l", "h1", str(plays["raw"])], env),
-        "ansible-playbook, one module task (ping, warm master)":
-            lambda: timed([playbook, "-i", str(inv1), "-l", "h1", str(plays["module"])], env),
+            lambda: timed([sys.executable, str(runner_script), str(empty), str(inv1)], bench.env),
+        "ansible-playbook, one raw task (warm master)": lambda: play_raw(inv1, "h1"),
+        "ansible-playbook, one module task (ping, warm master)": lambda: play_module(inv1, "h1"),
         "ssh true, cold": lambda: timed(bench.ssh(host, "true", warm=False)),
         "ssh true, warm master": lambda: timed(bench.ssh(host, "true", warm=True)),
         "scp of the connection file, cold": lambda: timed(bench.scp(host, "hand/k.json", bench.dir / "x.json", False)),
@@ -436,7 +434,7 @@ def floors(bench: Bench, inv1: Path, host, reps: int, res: Results) -> None:
             lambda: _kernel_start_on_host(host),
     }
     run(bench.ssh(host, "true", warm=True), check=True)
-    timed([playbook, "-i", str(inv1), "-l", "h1", str(plays["raw"])], env)  # rk's master up
+    play_raw(inv1, "h1")  # rk's master up
     stop_kernels([host])
     hand_up(bench, host, warm=False)  # a file for the scp floor
     for _ in range(reps):
