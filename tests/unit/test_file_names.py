@@ -32,20 +32,13 @@ def key_of(path):
 
 
 @pytest.mark.parametrize("prefix", [paths.FETCHED, paths.TUNNEL])
-def test_a_host_that_extends_another_hosts_name_gets_its_own_file_names(prefix):
-    names = {paths.file_name(host, kernel, prefix) for host, kernel in COLLIDING}
+def test_a_host_that_extends_another_hosts_name_gets_its_own_file_names(runtime, prefix):
+    names = {paths.local_connection_file(host, kernel, prefix).name for host, kernel in COLLIDING}
     assert names == {f"{prefix}gpu@2-default.json", f"{prefix}gpu-2@default.json"}
 
 
-def test_an_at_sign_in_a_host_name_is_mapped_like_every_unsafe_character():
-    assert paths.file_name("alice@gpu1:2222", "default") == "kernel-rk-alice_gpu1_2222@default.json"
-    assert paths.file_name("a@b", "c") != paths.file_name("a", "b@c")  # the kernel part is mapped too
-
-
-def test_each_hosts_pattern_matches_only_its_own_files(runtime):
-    for host, kernel in COLLIDING:
-        paths.local_connection_file(host, kernel).write_text("{}")
-    assert [p.name for p in runtime.glob(paths.host_glob("gpu"))] == ["kernel-rk-gpu@2-default.json"]
+def test_an_at_sign_in_a_host_name_is_mapped_like_every_unsafe_character(runtime):
+    assert paths.local_connection_file("alice@gpu1:2222", "default").name == "kernel-rk-alice_gpu1_2222@default.json"
 
 
 @pytest.mark.parametrize("prefix", [paths.FETCHED, paths.TUNNEL])
@@ -54,7 +47,7 @@ def test_an_old_file_is_renamed_to_whoever_its_fields_name(runtime, prefix, host
     old = old_file(runtime, f"{prefix}gpu-2-default.json", host, kernel, key="a" * 64)
     other = next(h for h, _ in COLLIDING if h != host)
     assert paths.local_connection_files(other, prefix) == {}
-    new = runtime / paths.file_name(host, kernel, prefix)
+    new = runtime / f"{prefix}{host}@{kernel}.json"
     assert not old.exists() and key_of(new) == "a" * 64  # renamed while listing another host
     assert stat.S_IMODE(new.stat().st_mode) == 0o600
     assert paths.local_connection_files(host, prefix) == {kernel: new}
@@ -79,11 +72,12 @@ def test_an_old_file_with_another_key_than_the_new_one_is_moved_aside_never_dele
     assert "older copy of kernel-rktunnel-gpu@x.json" in notes[0]
 
 
-def test_an_old_name_that_is_a_symlink_is_moved_aside_and_its_target_untouched(runtime, tmp_path_factory):
+def test_an_old_name_that_is_a_symlink_is_moved_aside_never_renamed_nor_followed(runtime, tmp_path_factory):
     target = tmp_path_factory.mktemp("elsewhere") / "target.json"
     target.write_text(json.dumps({"key": "t" * 64, "rk_host": "gpu", "rk_kernel": "x"}))
     (runtime / "kernel-rk-gpu-x.json").symlink_to(target)
-    assert paths.local_connection_files("gpu") == {}
+    old_file(runtime, "kernel-rk-gpu-y.json", "gpu", "y")
+    assert paths.local_connection_files("gpu") == {"y": runtime / "kernel-rk-gpu@y.json"}
     assert not (runtime / "kernel-rk-gpu@x.json").exists() and key_of(target) == "t" * 64
     (aside,) = runtime.glob("kernel-rk-gpu-x.json.corrupt-*")
     assert aside.is_symlink()
@@ -91,16 +85,17 @@ def test_an_old_name_that_is_a_symlink_is_moved_aside_and_its_target_untouched(r
 
 def test_a_copy_under_another_name_is_left_alone_and_the_own_name_wins(runtime):
     new = old_file(runtime, "kernel-rk-gpu@x.json", "gpu", "x")
-    copy = old_file(runtime, "kernel-rk-gpu@x-mine.json", "gpu", "x")  # sorts before new
+    copy = old_file(runtime, "kernel-rk-gpu@x_copy.json", "gpu", "x")  # sorts after it
     assert paths.local_connection_files("gpu") == {"x": new}
     assert copy.exists()
 
 
-def test_an_old_file_of_another_host_with_the_same_safe_name_is_kept(runtime):
-    # "a b" and "a_b" share the safe name a_b: the new name is taken by the other host's file.
+def test_an_old_file_is_never_renamed_onto_another_hosts_file_of_the_same_safe_name(runtime):
+    # "a b" and "a_b" share the safe name a_b: kernel x's new name is taken by the other host's file.
     theirs = old_file(runtime, "kernel-rk-a_b@x.json", "a_b", "x", key="t" * 64)
     mine = old_file(runtime, "kernel-rk-a_b-x.json", "a b", "x", key="m" * 64)
-    assert paths.local_connection_files("a b") == {"x": mine}
+    old_file(runtime, "kernel-rk-a_b-y.json", "a b", "y", key="y" * 64)
+    assert paths.local_connection_files("a b") == {"x": mine, "y": runtime / "kernel-rk-a_b@y.json"}
     assert paths.local_connection_files("a_b") == {"x": theirs}
     assert key_of(mine) == "m" * 64 and key_of(theirs) == "t" * 64
 
