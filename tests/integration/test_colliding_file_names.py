@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rk import paths
+from tests.integration.test_playbooks_directly import ansible_playbook
 from tests.kernels import execute, ssh_tunnel
 from tests.reliability.support import SYSTEM_PYTHON, kernels_of, rk, rk_json
 
 pytestmark = pytest.mark.hosts
 
 PAIRS = [("gpu", "2-default"), ("gpu-2", "default")]
-REPO = Path(__file__).resolve().parents[2]
 WHO = "import os; print(os.environ['RK_WHO'])"  # each kernel says whose it is: set by rk up --env
 
 
@@ -81,12 +79,8 @@ def test_gpu_and_gpu_2_keep_their_own_files_and_each_file_reaches_its_own_kernel
         rk(env, "stop", "-i", str(inv), "--all")
 
 
-def ansible_playbook(inv: Path, playbook: str, *extra: str) -> None:
-    """The role without rk, from the checkout, as the README's CI recipe runs it."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("ANSIBLE_CONFIG", None)
-    done = subprocess.run(["ansible-playbook", "-i", str(inv), f"playbooks/{playbook}.yml", *extra], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+def play(inv: Path, playbook: str, *extra: str) -> None:
+    done = ansible_playbook("-i", str(inv), f"playbooks/{playbook}.yml", *extra)
     assert done.returncode == 0, done.stdout[-3000:]
 
 
@@ -96,10 +90,10 @@ def test_the_role_fetches_under_the_name_rk_gives_the_file(make_hosts, tmp_path)
     fetch_dir = tmp_path / "kernels"
     name = ["-e", "rk_kernel_name=2-default"]
     try:
-        ansible_playbook(inv, "start_kernel", *name, "-e", f"rk_kernel_python={SYSTEM_PYTHON}")
-        ansible_playbook(inv, "fetch_kernel", *name, "-e", f"rk_kernel_fetch_dir={fetch_dir}")
+        play(inv, "start_kernel", *name, "-e", f"rk_kernel_python={SYSTEM_PYTHON}")
+        play(inv, "fetch_kernel", *name, "-e", f"rk_kernel_fetch_dir={fetch_dir}")
         names = [p.name for p in fetch_dir.iterdir()]
         assert names == ["kernel-rk-lab_gpu@2-default.json"]
         assert names == [paths.file_name("lab@gpu", "2-default")]  # what rk looks for
     finally:
-        ansible_playbook(inv, "stop_kernel", *name)
+        play(inv, "stop_kernel", *name)
