@@ -306,7 +306,7 @@ def first_cell(bench: Bench, host, local_file: Path, tunnel: bool) -> None:
 def p6(bench: Bench, inv1: Path, host, reps: int, variant: str, res: Results) -> None:
     own_tunnel = variant == "own-tunnel"
     # With rk's tunnel, its tunnel file (local ports) replaces the fetched one.
-    rk_file = bench.runtime / f"kernel-{'rk' if own_tunnel else 'rktunnel'}-{host.name}-default.json"
+    rk_file = bench.runtime / f"kernel-{'rk' if own_tunnel else 'rktunnel'}-{host.name}@default.json"
 
     def rk_side() -> Sample:
         start = time.perf_counter()

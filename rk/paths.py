@@ -19,7 +19,7 @@ def runtime_dir() -> Path:
 
 
 def safe_name(name: str) -> str:
-    """A host or kernel name as it appears in a file name."""
+    """A host or kernel name as it appears in a file name ('@' included: see file_name)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
@@ -29,8 +29,25 @@ FETCHED = "kernel-rk-"
 TUNNEL = "kernel-rktunnel-"
 
 
+def file_name(inventory_host: str, kernel: str, prefix: str = FETCHED) -> str:
+    """`<prefix><host>@<kernel>.json`; roles/rk_kernel/tasks/fetch.yml builds the same name.
+
+    '@' is in no safe name, so host "gpu" kernel "2-default" and host "gpu-2" kernel "default"
+    get two names (with '-' between them they shared one, issue 12).
+    """
+    return _NAME.format(prefix=prefix, host=safe_name(inventory_host), kernel=safe_name(kernel))
+
+
+def host_glob(inventory_host: str, prefix: str = FETCHED) -> str:
+    """A glob of every file_name of one host: no other host's names match it."""
+    return _NAME.format(prefix=prefix, host=safe_name(inventory_host), kernel="*")
+
+
+_NAME = "{prefix}{host}@{kernel}.json"
+
+
 def local_connection_file(inventory_host: str, kernel: str, prefix: str = FETCHED) -> Path:
-    return runtime_dir() / f"{prefix}{safe_name(inventory_host)}-{safe_name(kernel)}.json"
+    return runtime_dir() / file_name(inventory_host, kernel, prefix)
 
 
 def tunnel_connection_file(inventory_host: str, kernel: str) -> Path:
@@ -77,8 +94,9 @@ def ensure_private_dir(path: Path) -> Path:
 def local_connection_files(inventory_host: str, prefix: str = FETCHED) -> dict[str, Path]:
     """rk's connection files for one host in the runtime dir, by kernel name.
 
-    Ownership is read from the `rk_host`/`rk_kernel` fields rk adds to each file it keeps: file
-    names alone are ambiguous (host "a-b" kernel "c" and host "a" kernel "b-c" look alike).
+    Ownership is read from the `rk_host`/`rk_kernel` fields rk adds to each file it keeps, never
+    from names (older rk named host "a-b" kernel "c" and host "a" kernel "b-c" alike; safe_name
+    maps "a b" and "a_b" alike). Files under older rk's names are renamed on the way.
     Files of other hosts are skipped; corrupt ones (rk writes its files atomically, so a broken
     one is damage, not a write in progress) and symlinks are quarantined.
     """
@@ -86,9 +104,45 @@ def local_connection_files(inventory_host: str, prefix: str = FETCHED) -> dict[s
     found = {}
     for path in sorted(runtime.glob(f"{prefix}*.json")) if runtime.is_dir() else []:
         info = read_json_or_quarantine(path)
-        if isinstance(info, dict) and info.get("rk_host") == inventory_host and isinstance(info.get("rk_kernel"), str):
-            found[info["rk_kernel"]] = path
+        if not (isinstance(info, dict) and isinstance(info.get("rk_host"), str) and isinstance(info.get("rk_kernel"), str)):
+            continue
+        host, kernel = info["rk_host"], info["rk_kernel"]
+        path = _rename_old_name(path, host, kernel, info.get("key"), prefix)
+        # A file under its own name beats a copy under another (a user's `cp`).
+        if host == inventory_host and (kernel not in found or path.name == file_name(host, kernel, prefix)):
+            found[kernel] = path
     return found
+
+
+def _rename_old_name(path: Path, host: str, kernel: str, key, prefix: str) -> Path:
+    """Move a file of older rk (`<prefix><host>-<kernel>.json`) to its file_name, once.
+
+    os.link never replaces nor follows anything. A file already at the new name was written by
+    this rk from the kernel's current state and wins: the old copy goes if it holds the same
+    key, else it is moved aside (a key is never lost). Returns where the kernel's file is now.
+    """
+    wanted = path.with_name(file_name(host, kernel, prefix))
+    if path.name != f"{prefix}{safe_name(host)}-{safe_name(kernel)}.json":
+        return path  # not an old name (a current one, or a copy the user made: left alone)
+    for _ in range(2):  # a second time if the file at the new name was quarantined
+        try:
+            os.link(path, wanted, follow_symlinks=False)
+        except FileExistsError:
+            current = read_json_or_quarantine(wanted)
+            if current is None:
+                continue
+            if (current.get("rk_host"), current.get("rk_kernel")) != (host, kernel):
+                return path  # another host's whose safe name is the same ("a b", "a_b"): keep both
+            if current.get("key") == key:
+                path.unlink(missing_ok=True)
+            else:
+                quarantine(path, f"is an older copy of {wanted.name}, with another key")
+            return wanted
+        except OSError:
+            return path  # no hard links here: the file keeps its old name (its fields still count)
+        path.unlink(missing_ok=True)  # already gone if another rk renamed it at the same time
+        return wanted
+    return path
 
 
 MAX_STATE_BYTES = 65536

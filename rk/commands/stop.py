@@ -34,12 +34,12 @@ def stop(
 def _remove_unclaimed_fetched_files(host: str, names: list[str], all_kernels: bool) -> None:
     """Fetched files of runs killed before rk claimed them (added rk_host, rk_kernel): Ansible's
     worker finishes its fetch after rk died. With --all, every unclaimed file named after the
-    host, whether or not the host still lists its kernel (another rk may have stopped it); a host
-    whose name extends this one's ("gpu", "gpu-2") may lose a stale one too: `rk fetch` remakes it.
+    host, whether or not the host still lists its kernel (another rk may have stopped it); '@'
+    ends the host's part of the name, so host "gpu-2"'s files never match host "gpu"'s pattern.
     """
     candidates = {paths.local_connection_file(host, name) for name in names}
     if all_kernels:
-        candidates |= set(paths.runtime_dir().glob(f"{paths.FETCHED}{paths.safe_name(host)}-*.json"))
+        candidates |= set(paths.runtime_dir().glob(paths.host_glob(host)))
     for path in sorted(candidates):
         info = paths.read_json_or_quarantine(path)
         if info is not None and "rk_host" not in info:

@@ -1,6 +1,6 @@
 """rk tunnel: keep a supervised SSH tunnel to a kernel and a local connection file that uses it.
 
-The tunnel file (`kernel-rktunnel-<host>-<kernel>.json` in Jupyter's runtime dir, 0600) is the
+The tunnel file (`kernel-rktunnel-<host>@<kernel>.json` in Jupyter's runtime dir, 0600) is the
 fetched file with ip 127.0.0.1 and rk's local ports: a front end uses it as a local kernel,
 with no SSH settings. `rk up` calls `ensure` after each start; `rk stop` calls `teardown`.
 """

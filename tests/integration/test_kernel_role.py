@@ -115,7 +115,7 @@ def test_fetched_file_drives_the_kernel_through_a_tunnel_and_stop_leaves_nothing
     play(host_group, "start_kernel")
     _, fetched = play(host_group, "fetch_kernel", rk_kernel_fetch_dir=str(fetch_dir))
     local = Path(fetched["default"]["local_file"])
-    assert local == fetch_dir / f"kernel-rk-{host.name}-default.json"
+    assert local == fetch_dir / f"kernel-rk-{host.name}@default.json"
     assert stat.S_IMODE(local.stat().st_mode) == 0o600
     assert stat.S_IMODE(fetch_dir.stat().st_mode) == 0o700
     assert json.loads(local.read_text())["key"] not in json.dumps(fetched)

@@ -39,10 +39,10 @@ def test_start_fetch_status_stop_with_plain_ansible_playbook(make_hosts, tmp_pat
         fetch = ansible_playbook("-i", inv, "playbooks/fetch_kernel.yml", "-l", "h1",
                                  "-e", f"rk_kernel_fetch_dir={fetched}")
         assert fetch.returncode == 0, fetch.stdout[-3000:]
-        local = fetched / "kernel-rk-h1-default.json"
+        local = fetched / "kernel-rk-h1@default.json"
         assert stat.S_IMODE(local.stat().st_mode) == 0o600
         assert stat.S_IMODE(fetched.stat().st_mode) == 0o700
-        assert not (fetched / "kernel-rk-h2-default.json").exists()  # -l h1 limits the fetch
+        assert not (fetched / "kernel-rk-h2@default.json").exists()  # -l h1 limits the fetch
         assert json.loads(local.read_text())["key"] not in fetch.stdout + fetch.stderr
         with ssh_tunnel(group.hosts[0], local) as info:
             assert execute(info, "print('hello from', 'h1')").strip() == "hello from h1"
@@ -93,7 +93,7 @@ def test_fetch_replaces_a_symlink_or_fifo_at_its_destination_without_following_i
     group = make_hosts(n=1, image="python")
     inv = str(group.inventory)
     fetched = tmp_path / "kernels"
-    local = fetched / "kernel-rk-h1-default.json"
+    local = fetched / "kernel-rk-h1@default.json"
     victim = tmp_path / "victim.json"
 
     def fetch() -> subprocess.CompletedProcess:

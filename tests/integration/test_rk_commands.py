@@ -61,7 +61,7 @@ def test_up_starts_a_kernel_that_runs_code_then_reuses_it(make_hosts, env, stopp
     assert first["state"] == "alive"
     local = Path(first["local_file"])
     assert local.parent == Path(env["JUPYTER_RUNTIME_DIR"])
-    assert local.name == "kernel-rk-h1-default.json"
+    assert local.name == "kernel-rk-h1@default.json"
     assert stat.S_IMODE(local.stat().st_mode) == 0o600
     assert stat.S_IMODE(local.parent.stat().st_mode) == 0o700
 
@@ -83,14 +83,14 @@ def test_up_prints_how_to_connect(make_hosts, env, stopped_after):
     port = group.hosts[0].port
     runtime = env["JUPYTER_RUNTIME_DIR"]
     # rk's tunnel file is the one to use, and the only local copy of the key.
-    assert f"jupyter console --existing {runtime}/kernel-rktunnel-h1-default.json\n" in result.stdout
+    assert f"jupyter console --existing {runtime}/kernel-rktunnel-h1@default.json\n" in result.stdout
     assert "--ssh" not in result.stdout and "rk fetch --host h1" in result.stdout
-    assert not Path(runtime, "kernel-rk-h1-default.json").exists()
+    assert not Path(runtime, "kernel-rk-h1@default.json").exists()
 
     # Without a tunnel: the fetched file and the settings for jupyter's and Spyder's own SSH.
     no_tunnel = rk(env, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON, "--no-tunnel")
-    assert f"--existing {runtime}/kernel-rk-h1-default.json --ssh rk@127.0.0.1:{port}" in no_tunnel.stdout
-    assert (f"connection file {runtime}/kernel-rk-h1-default.json; hostname 127.0.0.1; user rk; port {port}; "
+    assert f"--existing {runtime}/kernel-rk-h1@default.json --ssh rk@127.0.0.1:{port}" in no_tunnel.stdout
+    assert (f"connection file {runtime}/kernel-rk-h1@default.json; hostname 127.0.0.1; user rk; port {port}; "
             f"key file {group.private_key}") in no_tunnel.stdout
 
 
@@ -143,7 +143,7 @@ def test_ad_hoc_user_at_host_port_with_the_users_own_ansible_settings(make_hosts
     try:
         kernel = only_kernel(rk_json(env, "up", "--host", target, "--python", SYSTEM_PYTHON), host=target)
         # rk's tunnel reaches the ad hoc host with the user's own key and known_hosts settings.
-        assert Path(kernel["tunnel_file"]).name == f"kernel-rktunnel-rk_127.0.0.1_{host.port}-default.json"
+        assert Path(kernel["tunnel_file"]).name == f"kernel-rktunnel-rk_127.0.0.1_{host.port}@default.json"
         assert execute(Path(kernel["tunnel_file"]), "print(6 * 7)").strip() == "42"
     finally:
         rk(env, "stop", "--host", target)

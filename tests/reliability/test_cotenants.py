@@ -228,7 +228,7 @@ def test_hardened_kernels_need_the_tunnel_and_are_never_downgraded(host, owner):
     fetched, refused = fetching.result(), refusing.result()
     assert fetched.returncode == 1 and "is hardened" in fetched.stderr, fetched.stderr
     assert "Traceback" not in fetched.stderr
-    assert not list(Path(env["JUPYTER_RUNTIME_DIR"]).glob("kernel-rk-h1-hardened*.json"))
+    assert not list(Path(env["JUPYTER_RUNTIME_DIR"]).glob("kernel-rk-h1@hardened*.json"))
     assert refused.returncode == 1 and "runs with transport tcp" in refused.stderr, refused.stderr
 
 

@@ -216,7 +216,7 @@ def test_status_quarantines_corrupt_and_planted_files_with_a_message(env, inv, d
 
 
 def test_up_never_writes_through_a_symlink_planted_at_its_tunnel_file(env, inv, decoy):
-    link = runtime(env) / "kernel-rktunnel-h1-planted.json"
+    link = runtime(env) / "kernel-rktunnel-h1@planted.json"
     link.symlink_to(decoy)
     digest = hashlib.sha256(b"h1\0planted").hexdigest()[:8]  # as rk.tunnel.state_file names it
     state = tunnels_dir(env) / f"h1-planted-{digest}.json"
@@ -394,7 +394,7 @@ def test_rk_killed_at_random_points_of_up_converges_at_the_next_status(module_us
         assert proc.returncode == 0, err
         kernel = kernels_of(json.loads(out))[name]
         assert kernel_pids(host, name) == [kernel["pid"]]
-        assert sorted(runtime(env).glob(f"kernel-rk*-h1-{name}.json")) == [Path(kernel["tunnel_file"])]
+        assert sorted(runtime(env).glob(f"kernel-rk*-h1@{name}.json")) == [Path(kernel["tunnel_file"])]
         assert execute(Path(kernel["tunnel_file"]), "import os; print(os.getpid())").strip() == str(kernel["pid"])
     # And `rk stop --all` leaves no copy of a key, no supervisor, no run directory behind.
     stops = [subprocess.Popen([RK, "stop", "-i", inv, "--all"], env=env, stdout=subprocess.DEVNULL,

@@ -25,7 +25,7 @@ def keep(runtime, host, kernel):
 
 def test_hosts_whose_names_prefix_each_other_keep_their_own_files(runtime):
     mine = keep(runtime, "gpu", "x")
-    theirs = keep(runtime, "gpu-2", "default")  # kernel-rk-gpu-2-default.json starts like gpu's files
+    theirs = keep(runtime, "gpu-2", "default")  # older rk: kernel-rk-gpu-2-default.json, like gpu's
     assert paths.local_connection_files("gpu") == {"x": mine}
     assert paths.local_connection_files("gpu-2") == {"default": theirs}
 
