@@ -12,7 +12,7 @@ from rk import __version__
 from rk.exitcodes import ExitCode
 
 EPILOG = """exit codes: 0 ok, 1 failure, 2 usage error, 3 partial (some hosts failed),
-4 unreachable (no host answered), 130 interrupted"""
+4 unreachable (no host answered), 130 interrupted, 141 output pipe closed"""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -234,12 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rk", description="Run Jupyter kernels on remote servers over SSH.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"rk {__version__}")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common()
     for add, _ in COMMANDS.values():
         add(sub, common)
     return parser
+
+
+def _version() -> str:
+    """rk's version and those of the libraries it drives (from package metadata: imports nothing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"rk {__version__}"]
+    for package in ("ansible-core", "ansible-runner", "jupyter_client"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} missing")
+    return "\n".join(parts)
 
 
 def _usage(message: str) -> Exception:
@@ -251,10 +264,28 @@ def _usage(message: str) -> Exception:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help/--version exit 0, bad usage exits 2
-        return int(exc.code or 0)
-    return _run(args)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse: --help/--version exit 0, bad usage exits 2
+            return int(exc.code or 0)
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """`rk status | head`: the reader left. Quiet, like other Unix tools, and 128 + SIGPIPE."""
+    import os
+
+    # Python flushes the streams once more at exit: point them at /dev/null so that cannot fail
+    # (with `2>&1 | head` stderr went too).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    return ExitCode.BROKEN_PIPE
 
 
 def _run(args) -> int:
