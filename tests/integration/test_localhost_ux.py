@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -43,6 +44,22 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal():
     assert result.stdout.startswith("HOST")
 
 
+def test_off_a_terminal_up_prints_one_line_per_phase_with_the_elapsed_time_not_task_names():
+    try:
+        result = rk("up", "--host", "localhost", "--python", PYTHON, "--name", "phases")
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.splitlines()
+        phases = [re.fullmatch(r"rk: \[localhost\] (.+) \((\d+\.\d) s\)", line) for line in lines]
+        assert all(phases), result.stderr  # nothing but phase lines: no "Validating arguments ..."
+        assert [m[1] for m in phases] == ["provisioning Python", "starting the kernel", "fetching the connection file"]
+        elapsed = [float(m[2]) for m in phases]
+        assert elapsed == sorted(elapsed)
+        verbose = rk("up", "--host", "localhost", "--python", PYTHON, "--name", "phases", "-v")
+        assert "Take the kernel's state" in verbose.stderr  # task names: with -v, from Ansible
+    finally:
+        rk("stop", "--host", "localhost", "--name", "phases")
+
+
 def test_progress_is_one_redrawn_line_on_a_terminal():
     controller, terminal = pty.openpty()
     proc = subprocess.Popen([RK, "status", "--host", "localhost"], stdin=subprocess.DEVNULL,
@@ -77,7 +94,7 @@ def test_ctrl_c_during_up_leaves_nothing_unnoticed():
     try:
         deadline = time.monotonic() + 120
         for line in proc.stderr:  # wait until the kernel is being started, then press Ctrl-C
-            if "Start the kernel" in line or time.monotonic() > deadline:
+            if "starting the kernel" in line or time.monotonic() > deadline:
                 break
         time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
