@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,3 +110,23 @@ def test_ctrl_c_during_up_leaves_nothing_unnoticed():
             proc.kill()
         rk("stop", "--host", "localhost", "--all")
     assert kernel_pids() == set()
+
+
+def test_in_a_checkout_status_shows_the_localhost_kernel_just_started_and_nothing_imaginary(tmp_path):
+    """The README's first commands, run where ./inventory/ is this repository's example inventory."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(__file__).parents[2] / "inventory", checkout / "inventory")
+
+    def rk_here(*args):
+        return subprocess.run([RK, *args], capture_output=True, text=True, timeout=180,
+                              stdin=subprocess.DEVNULL, cwd=checkout)
+
+    try:
+        assert rk_here("up", "--host", "localhost", "--python", PYTHON).returncode == 0
+        status = rk_here("status", "--json")
+        assert status.returncode == 0, status.stderr
+        hosts = json.loads(status.stdout)["hosts"]
+        assert [h["host"] for h in hosts] == ["localhost"]
+        assert [(k["name"], k["state"]) for k in hosts[0]["kernels"]] == [("default", "alive")]
+    finally:
+        rk_here("stop", "--host", "localhost")
