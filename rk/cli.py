@@ -6,6 +6,7 @@ Keep imports light: `rk --help` must not import Ansible or jupyter_client.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rk import __version__
@@ -33,12 +34,18 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
+def _complete_hosts(prefix, parsed_args, **kwargs):
+    from rk import completion
+
+    return completion.hosts(prefix, parsed_args, **kwargs)
+
+
 def _hosts(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument(
         "--host", action="append", dest="hosts", required=required, metavar="HOST",
         help="inventory host, group or pattern, user@host[:port], an ssh alias, or localhost; repeatable"
         + ("" if required else ". Default: every inventory host"),
-    )
+    ).completer = _complete_hosts
 
 
 def _name(parser: argparse.ArgumentParser) -> None:
@@ -166,7 +173,7 @@ def _cmd_restart(args, options):
 
 def _add_console(sub, common) -> None:
     p = sub.add_parser("console", parents=[common], help="open jupyter console on the kernel (through rk's tunnel)")
-    p.add_argument("--host", required=True, metavar="HOST", help="the kernel's host")
+    p.add_argument("--host", required=True, metavar="HOST", help="the kernel's host").completer = _complete_hosts
     _name(p)
 
 
@@ -180,7 +187,8 @@ def _add_kernelspec(sub, common) -> None:
     p = sub.add_parser("kernelspec", help="Jupyter kernelspecs that run a kernel on a host (JupyterLab, VS Code, ...)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     install = actions.add_parser("install", parents=[common], help="provision the host and register a kernelspec")
-    install.add_argument("--host", required=True, metavar="HOST", help="the host the kernels run on")
+    install.add_argument("--host", required=True, metavar="HOST",
+                         help="the host the kernels run on").completer = _complete_hosts
     _name(install)
     install.add_argument("--display-name", help="what front ends show (default: 'Python (NAME on HOST, rk)')")
     install.add_argument("--spyder", action="store_true", help="run spyder-kernels (Spyder's variable explorer, debugger)")
@@ -189,7 +197,7 @@ def _add_kernelspec(sub, common) -> None:
                          help="seconds a kernel outlives its front end's silence before the host stops it (default: %(default)s)")
     actions.add_parser("list", parents=[common], help="rk's kernelspecs")
     remove = actions.add_parser("remove", parents=[common], help="unregister a kernelspec (running kernels stay)")
-    remove.add_argument("--host", required=True, metavar="HOST")
+    remove.add_argument("--host", required=True, metavar="HOST").completer = _complete_hosts
     _name(remove)
 
 
@@ -214,6 +222,18 @@ def _cmd_hosts(args, options):
     return api.hosts(args.hosts, options)
 
 
+def _add_completion(sub, common) -> None:
+    p = sub.add_parser("completion", help="print the shell code for completion: eval \"$(rk completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"])
+
+
+def _cmd_completion(args, options):
+    """Prints shell code, not a result: main() runs it before anything else."""
+    from rk import completion
+
+    print(completion.shellcode(args.shell))
+
+
 COMMANDS = {
     "up": (_add_up, _cmd_up),
     "fetch": (_add_fetch, _cmd_fetch),
@@ -226,6 +246,7 @@ COMMANDS = {
     "restart": (_add_restart, _cmd_restart),
     "console": (_add_console, _cmd_console),
     "kernelspec": (_add_kernelspec, _cmd_kernelspec),
+    "completion": (_add_completion, _cmd_completion),
 }
 
 
@@ -263,12 +284,20 @@ def _usage(message: str) -> Exception:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+        from rk import completion
+
+        completion.complete(parser)
     try:
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # argparse: --help/--version exit 0, bad usage exits 2
             return int(exc.code or 0)
-        code = _run(args)
+        if args.command == "completion":
+            _cmd_completion(args, None)
+            code = ExitCode.OK
+        else:
+            code = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
     except BrokenPipeError:
@@ -277,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _reader_went_away() -> int:
     """`rk status | head`: the reader left. Quiet, like other Unix tools, and 128 + SIGPIPE."""
-    import os
-
     # Python flushes the streams once more at exit: point them at /dev/null so that cannot fail
     # (with `2>&1 | head` stderr went too).
     devnull = os.open(os.devnull, os.O_WRONLY)
