@@ -222,6 +222,37 @@ def _cmd_hosts(args, options):
     return api.hosts(args.hosts, options)
 
 
+def _add_clean(sub, common) -> None:
+    p = sub.add_parser("clean", parents=[common], help="remove everything rk put on hosts (--host) or here (--local)")
+    p.add_argument("--host", action="append", dest="hosts", metavar="HOST",
+                   help="stop its kernels, remove rk's venv, state and caches there, and its local files, "
+                   "tunnels and kernelspecs; repeatable").completer = _complete_hosts
+    p.add_argument("--local", action="store_true",
+                   help="remove rk's tunnels, connection files, kernelspecs, state and cache on this machine")
+    p.add_argument("--yes", action="store_true", help="do not ask first when kernels still run (or files remain)")
+
+
+def _cmd_clean(args, options):
+    from rk import api
+
+    if not (args.hosts or args.local):
+        raise _usage("rk clean needs --host H (a host's files) or --local (this machine's)")
+    confirm = options.confirm
+    result = api.clean(args.hosts, options, args.yes, confirm) if args.hosts else api.CommandResult("clean")
+    if args.local:
+        api.clean_local(args.yes, confirm)
+    return result
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; off a terminal the answer is no (scripts pass --yes)."""
+    if not sys.stdin.isatty():
+        return False
+    sys.stderr.write(f"rk: {question} [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def _add_completion(sub, common) -> None:
     p = sub.add_parser("completion", help="print the shell code for completion: eval \"$(rk completion bash)\"")
     p.add_argument("shell", choices=["bash", "zsh"])
@@ -246,6 +277,7 @@ COMMANDS = {
     "restart": (_add_restart, _cmd_restart),
     "console": (_add_console, _cmd_console),
     "kernelspec": (_add_kernelspec, _cmd_kernelspec),
+    "clean": (_add_clean, _cmd_clean),
     "completion": (_add_completion, _cmd_completion),
 }
 
@@ -327,6 +359,7 @@ def _run(args) -> int:
         keep_artifacts=args.keep_artifacts,
         accept_new_host_keys=args.accept_new_host_keys,
         on_task=progress.task,
+        confirm=progress.asking(_confirm),
         on_output=(lambda text: print(text, file=sys.stderr, flush=True)) if args.verbose else None,
     )
     try:
@@ -359,6 +392,13 @@ def _print(args, result) -> None:
             for h in result.hosts
         ]
         print(render.table(rows, ["HOST", "ADDRESS", "PORT", "USER", "CONNECTION", "GROUPS"]))
+    elif args.command == "clean":
+        for host in result.hosts:
+            if host.status == "ok":
+                print(f"{host.host}: stopped its kernels; removed rk's venv, state and cache there, "
+                      "and its local files, tunnels and kernelspecs")
+        if args.local:
+            print("this machine: removed rk's tunnels, connection files, kernelspecs, state and cache")
     elif args.command == "kernelspec":
         rows = [[h.host, k.get("name"), k.get("kernelspec"), k.get("kernelspec_dir", "")] for h in result.hosts for k in h.kernels]
         print(render.table(rows, ["HOST", "KERNEL", "KERNELSPEC", "DIRECTORY"]))

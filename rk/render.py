@@ -139,6 +139,8 @@ _PHASES = {
     "rk_kernel/tasks/status.yml": "looking at the kernels",
     "rk_kernel/tasks/interrupt.yml": "interrupting",
     "rk_kernel/tasks/restart.yml": "restarting",
+    "rk_kernel/tasks/clean.yml": "removing rk's files",
+    "rk_python/tasks/clean.yml": "removing rk's files",
     "rk/commands/tunnel.py": "opening the SSH tunnel",  # rk's own step, after the playbook
 }
 
@@ -146,12 +148,10 @@ _PHASES = {
 def phase_of(task_path: str) -> str | None:
     """The phase a task belongs to, from its file (`.../roles/rk_kernel/tasks/start.yml:12`)."""
     path = task_path.rsplit(":", 1)[0].replace(os.sep, "/")
-    if "/roles/rk_python/" in path:
-        return "provisioning Python"
     for suffix, phase in _PHASES.items():
         if path.endswith("/" + suffix):
             return phase
-    return None
+    return "provisioning Python" if "/roles/rk_python/" in path else None
 
 
 class Progress:
@@ -196,6 +196,17 @@ class Progress:
             if not self.tty:
                 self.stream.write(f"rk: [{host}] {phase} ({time.monotonic() - self.began:.1f} s)\n")
                 self.stream.flush()
+
+    def asking(self, confirm):
+        """`confirm` with the live line cleared and held while the user answers."""
+        def ask(question: str) -> bool:
+            with self._lock:
+                if self._thread:
+                    self.stream.write("\r" + " " * self._width + "\r")
+                    self.stream.flush()
+                    self._width = 0
+                return confirm(question)
+        return ask
 
     def _spin(self):
         for frame in itertools.cycle(self.FRAMES):

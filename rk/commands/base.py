@@ -25,6 +25,7 @@ class Options:
     accept_new_host_keys: bool = False
     on_task: Callable[[str, str, str], None] | None = None  # (host, task name, task file path)
     on_output: Callable[[str], None] | None = None
+    confirm: Callable[[str], bool] | None = None  # asks the user a yes/no question (rk clean)
 
 
 @dataclass
