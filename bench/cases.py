@@ -458,7 +458,7 @@ t0 = time.perf_counter()
 from rk.commands import base
 from rk.commands.up import up
 marks = []
-opts = base.Options(inventory=[sys.argv[1]], on_task=lambda h, t: marks.append((t, time.perf_counter() - t0)))
+opts = base.Options(inventory=[sys.argv[1]], on_task=lambda h, t, _path: marks.append((t, time.perf_counter() - t0)))
 result = up([sys.argv[2]], options=opts, tunnel=False)
 marks.append(("(results back in rk)", time.perf_counter() - t0))
 print(json.dumps(marks))

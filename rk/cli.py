@@ -6,13 +6,14 @@ Keep imports light: `rk --help` must not import Ansible or jupyter_client.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rk import __version__
 from rk.exitcodes import ExitCode
 
 EPILOG = """exit codes: 0 ok, 1 failure, 2 usage error, 3 partial (some hosts failed),
-4 unreachable (no host answered), 130 interrupted"""
+4 unreachable (no host answered), 130 interrupted, 141 output pipe closed"""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -33,12 +34,18 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
+def _complete_hosts(prefix, parsed_args, **kwargs):
+    from rk import completion
+
+    return completion.hosts(prefix, parsed_args, **kwargs)
+
+
 def _hosts(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument(
         "--host", action="append", dest="hosts", required=required, metavar="HOST",
         help="inventory host, group or pattern, user@host[:port], an ssh alias, or localhost; repeatable"
         + ("" if required else ". Default: every inventory host"),
-    )
+    ).completer = _complete_hosts
 
 
 def _name(parser: argparse.ArgumentParser) -> None:
@@ -166,7 +173,7 @@ def _cmd_restart(args, options):
 
 def _add_console(sub, common) -> None:
     p = sub.add_parser("console", parents=[common], help="open jupyter console on the kernel (through rk's tunnel)")
-    p.add_argument("--host", required=True, metavar="HOST", help="the kernel's host")
+    p.add_argument("--host", required=True, metavar="HOST", help="the kernel's host").completer = _complete_hosts
     _name(p)
 
 
@@ -180,7 +187,8 @@ def _add_kernelspec(sub, common) -> None:
     p = sub.add_parser("kernelspec", help="Jupyter kernelspecs that run a kernel on a host (JupyterLab, VS Code, ...)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     install = actions.add_parser("install", parents=[common], help="provision the host and register a kernelspec")
-    install.add_argument("--host", required=True, metavar="HOST", help="the host the kernels run on")
+    install.add_argument("--host", required=True, metavar="HOST",
+                         help="the host the kernels run on").completer = _complete_hosts
     _name(install)
     install.add_argument("--display-name", help="what front ends show (default: 'Python (NAME on HOST, rk)')")
     install.add_argument("--spyder", action="store_true", help="run spyder-kernels (Spyder's variable explorer, debugger)")
@@ -189,7 +197,7 @@ def _add_kernelspec(sub, common) -> None:
                          help="seconds a kernel outlives its front end's silence before the host stops it (default: %(default)s)")
     actions.add_parser("list", parents=[common], help="rk's kernelspecs")
     remove = actions.add_parser("remove", parents=[common], help="unregister a kernelspec (running kernels stay)")
-    remove.add_argument("--host", required=True, metavar="HOST")
+    remove.add_argument("--host", required=True, metavar="HOST").completer = _complete_hosts
     _name(remove)
 
 
@@ -214,6 +222,49 @@ def _cmd_hosts(args, options):
     return api.hosts(args.hosts, options)
 
 
+def _add_clean(sub, common) -> None:
+    p = sub.add_parser("clean", parents=[common], help="remove everything rk put on hosts (--host) or here (--local)")
+    p.add_argument("--host", action="append", dest="hosts", metavar="HOST",
+                   help="stop its kernels, remove rk's venv, state and caches there, and its local files, "
+                   "tunnels and kernelspecs; repeatable").completer = _complete_hosts
+    p.add_argument("--local", action="store_true",
+                   help="remove rk's tunnels, connection files, kernelspecs, state and cache on this machine")
+    p.add_argument("--yes", action="store_true", help="do not ask first when kernels still run (or files remain)")
+
+
+def _cmd_clean(args, options):
+    from rk import api
+
+    if not (args.hosts or args.local):
+        raise _usage("rk clean needs --host H (a host's files) or --local (this machine's)")
+    confirm = options.confirm
+    result = api.clean(args.hosts, options, args.yes, confirm) if args.hosts else api.CommandResult("clean")
+    if args.local:
+        api.clean_local(args.yes, confirm)
+    return result
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; off a terminal the answer is no (scripts pass --yes)."""
+    if not sys.stdin.isatty():
+        return False
+    sys.stderr.write(f"rk: {question} [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _add_completion(sub, common) -> None:
+    p = sub.add_parser("completion", help="print the shell code for completion: eval \"$(rk completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"])
+
+
+def _cmd_completion(args, options):
+    """Prints shell code, not a result: main() runs it before anything else."""
+    from rk import completion
+
+    print(completion.shellcode(args.shell))
+
+
 COMMANDS = {
     "up": (_add_up, _cmd_up),
     "fetch": (_add_fetch, _cmd_fetch),
@@ -226,6 +277,8 @@ COMMANDS = {
     "restart": (_add_restart, _cmd_restart),
     "console": (_add_console, _cmd_console),
     "kernelspec": (_add_kernelspec, _cmd_kernelspec),
+    "clean": (_add_clean, _cmd_clean),
+    "completion": (_add_completion, _cmd_completion),
 }
 
 
@@ -234,12 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rk", description="Run Jupyter kernels on remote servers over SSH.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"rk {__version__}")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common()
     for add, _ in COMMANDS.values():
         add(sub, common)
     return parser
+
+
+def _version() -> str:
+    """rk's version and those of the libraries it drives (from package metadata: imports nothing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"rk {__version__}"]
+    for package in ("ansible-core", "ansible-runner", "jupyter_client"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package} missing")
+    return "\n".join(parts)
 
 
 def _usage(message: str) -> Exception:
@@ -250,11 +316,35 @@ def _usage(message: str) -> Exception:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+        from rk import completion
+
+        completion.complete(parser)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help/--version exit 0, bad usage exits 2
-        return int(exc.code or 0)
-    return _run(args)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse: --help/--version exit 0, bad usage exits 2
+            return int(exc.code or 0)
+        if args.command == "completion":
+            _cmd_completion(args, None)
+            code = ExitCode.OK
+        else:
+            code = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """`rk status | head`: the reader left. Quiet, like other Unix tools, and 128 + SIGPIPE."""
+    # Python flushes the streams once more at exit: point them at /dev/null so that cannot fail
+    # (with `2>&1 | head` stderr went too).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    return ExitCode.BROKEN_PIPE
 
 
 def _run(args) -> int:
@@ -269,6 +359,7 @@ def _run(args) -> int:
         keep_artifacts=args.keep_artifacts,
         accept_new_host_keys=args.accept_new_host_keys,
         on_task=progress.task,
+        confirm=progress.asking(_confirm),
         on_output=(lambda text: print(text, file=sys.stderr, flush=True)) if args.verbose else None,
     )
     try:
@@ -301,6 +392,13 @@ def _print(args, result) -> None:
             for h in result.hosts
         ]
         print(render.table(rows, ["HOST", "ADDRESS", "PORT", "USER", "CONNECTION", "GROUPS"]))
+    elif args.command == "clean":
+        for host in result.hosts:
+            if host.status == "ok":
+                print(f"{host.host}: stopped its kernels; removed rk's venv, state and cache there, "
+                      "and its local files, tunnels and kernelspecs")
+        if args.local:
+            print("this machine: removed rk's tunnels, connection files, kernelspecs, state and cache")
     elif args.command == "kernelspec":
         rows = [[h.host, k.get("name"), k.get("kernelspec"), k.get("kernelspec_dir", "")] for h in result.hosts for k in h.kernels]
         print(render.table(rows, ["HOST", "KERNEL", "KERNELSPEC", "DIRECTORY"]))

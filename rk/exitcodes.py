@@ -10,3 +10,4 @@ class ExitCode(IntEnum):
     PARTIAL = 3  # some hosts succeeded, others failed or were unreachable
     UNREACHABLE = 4  # no host could be reached
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    BROKEN_PIPE = 141  # stdout's reader went away, as in `rk status | head` (128 + SIGPIPE)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 from rk.commands.base import CommandResult, HostResult
 
@@ -128,16 +129,43 @@ def connect_instructions(host: HostResult) -> str:
     return "\n".join(lines)
 
 
+# What a host is doing, from the file of the task it runs: off a terminal one line per host and
+# phase (task names are Ansible's business: -v shows them). None: no new phase (checks, reports).
+_PHASES = {
+    "rk_kernel/tasks/start.yml": "starting the kernel",
+    "rk_kernel/tasks/launch.yml": "starting the kernel",
+    "rk_kernel/tasks/fetch.yml": "fetching the connection file",
+    "rk_kernel/tasks/stop.yml": "stopping",
+    "rk_kernel/tasks/status.yml": "looking at the kernels",
+    "rk_kernel/tasks/interrupt.yml": "interrupting",
+    "rk_kernel/tasks/restart.yml": "restarting",
+    "rk_kernel/tasks/clean.yml": "removing rk's files",
+    "rk_python/tasks/clean.yml": "removing rk's files",
+    "rk/commands/tunnel.py": "opening the SSH tunnel",  # rk's own step, after the playbook
+}
+
+
+def phase_of(task_path: str) -> str | None:
+    """The phase a task belongs to, from its file (`.../roles/rk_kernel/tasks/start.yml:12`)."""
+    path = task_path.rsplit(":", 1)[0].replace(os.sep, "/")
+    for suffix, phase in _PHASES.items():
+        if path.endswith("/" + suffix):
+            return phase
+    return "provisioning Python" if "/roles/rk_python/" in path else None
+
+
 class Progress:
-    """Live per-host step on stderr: one redrawn line on a terminal, plain lines otherwise."""
+    """Live per-host step on stderr: one redrawn line on a terminal, a line per phase otherwise."""
 
     FRAMES = "|/-\\"
 
-    def __init__(self, enabled: bool = True):
-        self.stream = sys.stderr
+    def __init__(self, enabled: bool = True, stream=None):
+        self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = self.stream.isatty()
         self.steps: dict[str, str] = {}
+        self.phases: dict[str, str] = {}
+        self.began = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
@@ -156,16 +184,29 @@ class Progress:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
 
-    def task(self, host: str, task: str) -> None:
+    def task(self, host: str, task: str, path: str = "") -> None:
         if not self.enabled or not task or task == "Gathering Facts":
             return
+        phase = phase_of(path)
         with self._lock:
-            if self.steps.get(host) == task:
-                return
             self.steps[host] = task
+            if phase is None or self.phases.get(host) == phase:
+                return
+            self.phases[host] = phase
             if not self.tty:
-                self.stream.write(f"rk: [{host}] {task}\n")
+                self.stream.write(f"rk: [{host}] {phase} ({time.monotonic() - self.began:.1f} s)\n")
                 self.stream.flush()
+
+    def asking(self, confirm):
+        """`confirm` with the live line cleared and held while the user answers."""
+        def ask(question: str) -> bool:
+            with self._lock:
+                if self._thread:
+                    self.stream.write("\r" + " " * self._width + "\r")
+                    self.stream.flush()
+                    self._width = 0
+                return confirm(question)
+        return ask
 
     def _spin(self):
         for frame in itertools.cycle(self.FRAMES):

@@ -60,7 +60,7 @@ class RunOptions:
     keep_artifacts: bool = False
     accept_new_host_keys: bool = False
     # Called with (host, task name) when a host starts a task: progress for humans.
-    on_task: Callable[[str, str], None] | None = None
+    on_task: Callable[[str, str, str], None] | None = None  # (host, task name, task file path)
     # Called with Ansible's own output text when the user asked for -v.
     on_output: Callable[[str], None] | None = None
     # Returns True when the run should stop (Ctrl-C).
@@ -135,7 +135,7 @@ def run_playbook(
             if "ERROR" in event["stdout"] or "ERROR" not in result.error:
                 result.error = event["stdout"]
         elif kind == "runner_on_start" and options.on_task:
-            options.on_task(data.get("host", ""), data.get("task", ""))
+            options.on_task(data.get("host", ""), data.get("task", ""), data.get("task_path", ""))
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             outcome = result.hosts.setdefault(data.get("host", ""), HostOutcome())
             outcome.message = _message(data.get("res", {}))

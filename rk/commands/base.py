@@ -23,8 +23,9 @@ class Options:
     verbosity: int = 0
     keep_artifacts: bool = False
     accept_new_host_keys: bool = False
-    on_task: Callable[[str, str], None] | None = None
+    on_task: Callable[[str, str, str], None] | None = None  # (host, task name, task file path)
     on_output: Callable[[str], None] | None = None
+    confirm: Callable[[str], bool] | None = None  # asks the user a yes/no question (rk clean)
 
 
 @dataclass
@@ -133,7 +134,7 @@ def run(
 def _shown_task(selection: Selection, on_task):
     if on_task is None:
         return None
-    return lambda host, task: on_task(selection.shown(host), task)
+    return lambda host, task, path: on_task(selection.shown(host), task, path)
 
 
 def _run_error(text: str) -> str:

@@ -20,15 +20,20 @@ def stop(
     for inventory_name, host in zip(selection.limit, result.hosts):
         if host.status != "ok":
             continue  # the kernel may still run there: keep its local file
-        local = paths.local_connection_files(inventory_name)
-        for kernel in local if all_kernels else [name]:
-            if kernel in local:
-                local[kernel].unlink(missing_ok=True)
-        _remove_unclaimed_fetched_files(inventory_name, [k["name"] for k in host.kernels], all_kernels)
-        for kernel in set(tunnels.of_host(inventory_name)) | set(paths.local_connection_files(inventory_name, paths.TUNNEL)):
-            if all_kernels or kernel == name:
-                teardown(inventory_name, kernel)
+        forget(inventory_name, [k["name"] for k in host.kernels], name, all_kernels)
     return result
+
+
+def forget(inventory_name: str, stopped: list[str], name: str, all_kernels: bool) -> None:
+    """After a stop on the host: the kernel's (or every kernel's) local files and tunnels go."""
+    local = paths.local_connection_files(inventory_name)
+    for kernel in local if all_kernels else [name]:
+        if kernel in local:
+            local[kernel].unlink(missing_ok=True)
+    _remove_unclaimed_fetched_files(inventory_name, stopped, all_kernels)
+    for kernel in set(tunnels.of_host(inventory_name)) | set(paths.local_connection_files(inventory_name, paths.TUNNEL)):
+        if all_kernels or kernel == name:
+            teardown(inventory_name, kernel)
 
 
 def _remove_unclaimed_fetched_files(host: str, names: list[str], all_kernels: bool) -> None:

@@ -50,6 +50,8 @@ def connect_all(result: base.CommandResult, selection: Selection, options: base.
         for kernel in host.kernels:
             if not kernel.get("local_file"):
                 continue
+            if options.on_task:
+                options.on_task(host.host, f"Open the SSH tunnel to {kernel['name']}", __file__)
             try:
                 ensure(name, hostvars, kernel, options.accept_new_host_keys)
             except RkError as exc:

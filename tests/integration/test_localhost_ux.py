@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +45,22 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal():
     assert result.stdout.startswith("HOST")
 
 
+def test_off_a_terminal_up_prints_one_line_per_phase_with_the_elapsed_time_not_task_names():
+    try:
+        result = rk("up", "--host", "localhost", "--python", PYTHON, "--name", "phases")
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.splitlines()
+        phases = [re.fullmatch(r"rk: \[localhost\] (.+) \((\d+\.\d) s\)", line) for line in lines]
+        assert all(phases), result.stderr  # nothing but phase lines: no "Validating arguments ..."
+        assert [m[1] for m in phases] == ["provisioning Python", "starting the kernel", "fetching the connection file"]
+        elapsed = [float(m[2]) for m in phases]
+        assert elapsed == sorted(elapsed)
+        verbose = rk("up", "--host", "localhost", "--python", PYTHON, "--name", "phases", "-v")
+        assert "Take the kernel's state" in verbose.stderr  # task names: with -v, from Ansible
+    finally:
+        rk("stop", "--host", "localhost", "--name", "phases")
+
+
 def test_progress_is_one_redrawn_line_on_a_terminal():
     controller, terminal = pty.openpty()
     proc = subprocess.Popen([RK, "status", "--host", "localhost"], stdin=subprocess.DEVNULL,
@@ -77,7 +95,7 @@ def test_ctrl_c_during_up_leaves_nothing_unnoticed():
     try:
         deadline = time.monotonic() + 120
         for line in proc.stderr:  # wait until the kernel is being started, then press Ctrl-C
-            if "Start the kernel" in line or time.monotonic() > deadline:
+            if "starting the kernel" in line or time.monotonic() > deadline:
                 break
         time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
@@ -92,3 +110,23 @@ def test_ctrl_c_during_up_leaves_nothing_unnoticed():
             proc.kill()
         rk("stop", "--host", "localhost", "--all")
     assert kernel_pids() == set()
+
+
+def test_in_a_checkout_status_shows_the_localhost_kernel_just_started_and_nothing_imaginary(tmp_path):
+    """The README's first commands, run where ./inventory/ is this repository's example inventory."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(Path(__file__).parents[2] / "inventory", checkout / "inventory")
+
+    def rk_here(*args):
+        return subprocess.run([RK, *args], capture_output=True, text=True, timeout=180,
+                              stdin=subprocess.DEVNULL, cwd=checkout)
+
+    try:
+        assert rk_here("up", "--host", "localhost", "--python", PYTHON).returncode == 0
+        status = rk_here("status", "--json")
+        assert status.returncode == 0, status.stderr
+        hosts = json.loads(status.stdout)["hosts"]
+        assert [h["host"] for h in hosts] == ["localhost"]
+        assert [(k["name"], k["state"]) for k in hosts[0]["kernels"]] == [("default", "alive")]
+    finally:
+        rk_here("stop", "--host", "localhost")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,3 +356,38 @@ def test_wheelhouse_push_needs_no_python_and_large_tars_go_by_file_transfer(make
         assert again.ok and again.task(PUSH)["changed"] is False, again.output
         assert "tar" not in again.task(PUSH)
     assert host.exec("command -v python3 || command -v python", check=False).returncode != 0
+
+
+def test_a_new_wheelhouse_removes_the_old_ones_on_both_ends_but_not_one_in_use(make_hosts, wheelhouse, tmp_path):
+    """Each wheelhouse version left a tar on the controller and a directory on the host, for ever."""
+    group = make_hosts(image="novenv", offline=True)
+    host = group.hosts[0]
+    controller_cache = tmp_path / "controller-cache"
+
+    def version(name: str, stamp: int) -> Path:
+        """A copy of the wheelhouse whose listing (so whose name) differs by one mtime."""
+        copy = tmp_path / name
+        shutil.copytree(wheelhouse, copy)
+        os.utime(next(copy.iterdir()), (stamp, stamp))
+        return copy
+
+    old, young, new = version("old", 1_000_000), version("young", 2_000_000), version("new", 3_000_000)
+    for wheels in (old, young):
+        host.exec(f"rm -f {VENV}/.rk-fingerprint", check=False)
+        assert provision(group, rk_python_wheelhouse=str(wheels),
+                         rk_python_controller_cache=str(controller_cache)).ok
+    # `old` was last used two hours ago; `young` a moment ago (another run may still use it).
+    old_dir, young_dir, new_dir = (wheelhouse_dir(w) for w in (old, young, new))
+    host.exec(f"touch -d '2 hours ago' {old_dir}")
+    two_hours_ago = time.time() - 7200
+    os.utime(controller_cache / (Path(old_dir).name + ".tar"), (two_hours_ago, two_hours_ago))
+
+    host.exec(f"rm -f {VENV}/.rk-fingerprint")
+    run = provision(group, rk_python_wheelhouse=str(new), rk_python_controller_cache=str(controller_cache))
+
+    assert run.ok, run.output
+    on_host = set(host.exec(f"ls -A {CACHE}").stdout.split())
+    assert Path(new_dir).name in on_host and Path(young_dir).name in on_host
+    assert Path(old_dir).name not in on_host
+    tars = sorted(p.name for p in controller_cache.iterdir() if p.name.endswith(".tar"))
+    assert tars == sorted(Path(d).name + ".tar" for d in (young_dir, new_dir))

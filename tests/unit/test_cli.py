@@ -1,6 +1,7 @@
 """In-process tests of the command line: parsing, output and exit codes. No host is contacted."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -104,3 +105,25 @@ def test_exit_code_follows_host_outcomes(statuses, code):
 def test_interrupted_wins_over_host_outcomes():
     result = CommandResult("up", [HostResult("h", "ok")], interrupted=True)
     assert result.exit_code == ExitCode.INTERRUPTED == 130
+
+
+def test_version_names_the_libraries_rk_drives(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("rk ")
+    for package in ("ansible-core", "ansible-runner", "jupyter_client"):
+        assert f"{package} {version(package)}" in lines
+
+
+@pytest.mark.parametrize("args", [["hosts", "--host", "localhost", "--json"], ["hosts", "--host", "localhost"]])
+def test_a_closed_output_pipe_ends_rk_quietly(tmp_path, args):
+    """`rk status --json | head`: the reader is gone before rk writes; no traceback, exit 141."""
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "rk", *args], stdout=write, stderr=subprocess.PIPE, text=True,
+                          cwd=tmp_path, timeout=60)
+    os.close(write)
+    assert proc.stderr == ""
+    assert proc.returncode == ExitCode.BROKEN_PIPE == 141

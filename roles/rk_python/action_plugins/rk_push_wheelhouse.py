@@ -25,11 +25,13 @@ nothing beside a large transfer).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
 import tarfile
 import tempfile
+import time
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
@@ -69,6 +71,13 @@ else
   mv "$d.part" "$d" || exit 1
 fi
 echo RK:unpacked
+# Older wheelhouses (and what cut runs left) are litter once a new one is in place; one used
+# lately may still feed another run's pip (CHECK touches a wheelhouse it finds): kept.
+for old in "$c"/wheelhouse-*; do
+  [ "$old" = "$d" ] && continue
+  [ -n "$(find "$old" -maxdepth 0 -mmin +KEEP_MIN 2>/dev/null)" ] && rm -rf "$old"
+done
+exit 0
 """
 
 # Before a file transfer: the cache directory it lands in.
@@ -76,12 +85,16 @@ MAKE_CACHE = r"""
 if [ -d "$c" ] || (umask 077 && mkdir -p "$c"); then echo RK:cache; fi
 """
 
+# Another wheelhouse (or tar) untouched this long is no run's: removed when a new one arrives.
+KEEP_MIN = 60
+UNPACK = UNPACK.replace("KEEP_MIN", str(KEEP_MIN))
+
 # Above this size the tar goes by the connection's file transfer (sftp or scp, read from disk
 # as it goes) instead of the ssh pipe, which holds the whole tar in memory, per host.
 STREAM_LIMIT = 64 << 20
 
 CHECK = r"""
-if [ -d "$d" ]; then echo RK:present
+if [ -d "$d" ]; then touch "$d" 2>/dev/null; echo RK:present
 elif command -v tar >/dev/null 2>&1; then echo RK:absent
 else echo RK:notar
 fi
@@ -101,6 +114,7 @@ def listing_digest(source: str) -> tuple[list[str], str]:
 def pack(source: str, names: list[str], target: str) -> None:
     """Write the tar once, atomically, with fixed metadata (mode 0644, owner 0, mtime 0)."""
     if os.path.exists(target):
+        os.utime(target)  # in use: prune() of another run keeps it
         return
     cache = os.path.dirname(target)
     os.makedirs(cache, exist_ok=True)
@@ -118,6 +132,19 @@ def pack(source: str, names: list[str], target: str) -> None:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
+    prune(cache, keep=os.path.basename(target))
+
+
+def prune(cache: str, keep: str) -> None:
+    """Remove the controller's other wheelhouse tars (and killed runs' partial files) untouched for KEEP_MIN."""
+    horizon = time.time() - KEEP_MIN * 60
+    for name in os.listdir(cache):
+        path = os.path.join(cache, name)
+        if name == keep or not (name.startswith("wheelhouse-") and name.endswith(".tar") or name.endswith(".part")):
+            continue
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_mtime < horizon:
+                os.unlink(path)
 
 
 def tail(text: str) -> str:
