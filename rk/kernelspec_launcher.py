@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -29,6 +30,9 @@ import threading
 from pathlib import Path
 
 HEARTBEAT_S = 5
+# What ssh says for each connection the front end still makes after the kernel has gone (its
+# heartbeats, until it has seen the shutdown through): noise in a Jupyter server's log.
+_REFUSED = re.compile(rb"^channel \d+: open failed: connect failed: Connection refused\s*$")
 
 
 def remote_name(name: str, connection_file: str) -> str:
@@ -71,6 +75,21 @@ def start_remote(args) -> tuple[dict, dict]:
     return host.kernels[0], selection.hostvars(selection.limit[0])
 
 
+def quiet_log() -> int:
+    """A pipe for ssh's output, copied to stderr in a thread without the refused-channel lines."""
+    read, write = os.pipe()
+
+    def copy():
+        with os.fdopen(read, "rb") as lines:
+            for line in lines:
+                if not _REFUSED.match(line):
+                    sys.stderr.buffer.write(line)
+                    sys.stderr.flush()
+
+    threading.Thread(target=copy, daemon=True).start()
+    return write
+
+
 def main(argv: list[str] | None = None) -> int:
     from rk import lease_holder, ssh, tunnel
     from rk.errors import RkError
@@ -107,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             current["proc"] = proc
 
     # The holder exits 0 when the kernel has ended; anything else is ssh failing: go again.
-    supervisor = tunnel.Supervisor(argv, stdin=subprocess.PIPE, retry=lambda code: code != 0, on_start=started)
+    supervisor = tunnel.Supervisor(argv, log=quiet_log(), stdin=subprocess.PIPE, retry=lambda code: code != 0,
+                                   on_start=started)
     signal.signal(signal.SIGINT, lambda *_: send(b"i"))
     signal.signal(signal.SIGTERM, lambda *_: send(b"q"))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -396,3 +396,27 @@ def spyder_is_defined(connection_file: Path, code: str, name: str):
         return content["call_return_value"]
     finally:
         client.stop_channels()
+
+
+def test_a_clean_shutdown_from_the_front_end_leaves_the_launchers_log_quiet(kernelspec, tmp_path):
+    """A Jupyter server's log got "channel N: open failed: connect failed: Connection refused"
+    lines from the launcher's ssh after every kernelspec kernel it shut down."""
+    from jupyter_client.manager import KernelManager
+
+    group, spec_name = kernelspec
+    log = tmp_path / "launcher.log"
+    km = KernelManager(kernel_name=spec_name)
+    with open(log, "w") as stderr:
+        km.start_kernel(stderr=stderr)
+    client = km.client()
+    client.start_channels()  # as a server's: heartbeats keep coming until the very end
+    try:
+        client.wait_for_ready(timeout=120)
+        assert client.execute_interactive("print(6 * 7)", timeout=DEADLINE_S)["content"]["status"] == "ok"
+        km.shutdown_kernel(now=False)
+        wait_until(lambda: remote_kernels(group.hosts[0]) == [], "the remote kernel is gone after shutdown", 30)
+        time.sleep(3)  # the client's heartbeats of the next seconds reach for the gone kernel
+    finally:
+        client.stop_channels()
+        km.cleanup_resources()
+    assert "open failed" not in log.read_text(), log.read_text()
