@@ -119,3 +119,32 @@ def test_fetch_replaces_a_symlink_or_fifo_at_its_destination_without_following_i
         assert "key" in json.loads(local.read_text())
     finally:
         ansible_playbook("-i", inv, "playbooks/stop_kernel.yml")
+
+
+def test_start_kernel_runs_the_interpreter_provision_was_given(make_hosts, tmp_path):
+    # provision.yml with rk_python_interpreter, then start_kernel.yml with no -e: the kernel
+    # runs that interpreter (python3.11, not the python3 the module would otherwise take).
+    group = make_hosts(n=1, image="python")
+    inv = str(group.inventory)
+    fetched = tmp_path / "kernels"
+    try:
+        provisioned = ansible_playbook("-i", inv, "playbooks/provision.yml", "-e", "rk_python_interpreter=/usr/bin/python3.11")
+        assert provisioned.returncode == 0, provisioned.stdout[-3000:]
+        started = ansible_playbook("-i", inv, "playbooks/start_kernel.yml")
+        assert started.returncode == 0, started.stdout[-3000:]
+        fetch = ansible_playbook("-i", inv, "playbooks/fetch_kernel.yml", "-e", f"rk_kernel_fetch_dir={fetched}")
+        assert fetch.returncode == 0, fetch.stdout[-3000:]
+        with ssh_tunnel(group.hosts[0], fetched / "kernel-rk-h1-default.json") as info:
+            assert execute(info, "import sys; print(sys.executable)").strip() == "/usr/bin/python3.11"
+    finally:
+        ansible_playbook("-i", inv, "playbooks/stop_kernel.yml")
+
+
+def test_start_kernel_on_a_host_never_provisioned_says_to_provision_it_first(make_hosts):
+    # Debian's python3 without ipykernel, and no provision.yml run: a sentence saying what to do.
+    group = make_hosts(n=1, image="novenv")
+    started = ansible_playbook("-i", str(group.inventory), "playbooks/start_kernel.yml")
+    assert started.returncode != 0
+    assert ("no Python was provisioned for rk on this host, and /usr/bin/python3 lacks ipykernel: "
+            "run playbooks/provision.yml first") in " ".join(started.stdout.split()), started.stdout[-3000:]
+    assert "Traceback" not in started.stdout + started.stderr

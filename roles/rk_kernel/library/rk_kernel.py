@@ -54,9 +54,12 @@ options:
     type: bool
     default: false
   python:
-    description: Interpreter that runs the kernel (a path, or a command looked up in C(PATH)).
+    description:
+      - Interpreter that runs the kernel (a path, or a command looked up in C(PATH)).
+      - Empty, the interpreter the rk_python role recorded for this host in
+        C(~/.local/share/rk/python-<hostname>), else C(python3).
     type: str
-    default: python3
+    default: ""
   state_root:
     description: Root of rk's state; the host name level is added below it.
     type: path
@@ -229,13 +232,16 @@ LOG_TAIL_BYTES = 4000
 # A kernel that dies while starting with less than this free beside its files is blamed on
 # the full disk: its own complaint may not even have reached kernel.log.
 LOW_SPACE_BYTES = 1 << 20
+# One line, the path of the interpreter the rk_python role last provisioned for this host
+# (roles/rk_python/templates/probe.sh.j2 writes it): the default when no python is given.
+PYTHON_RECORD = "~/.local/share/rk/python-%s"
 
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     state=dict(type="str", default="started",
                choices=["started", "stopped", "status", "interrupted", "restarted"]),
     all=dict(type="bool", default=False),
-    python=dict(type="str", default="python3"),
+    python=dict(type="str", default=""),
     state_root=dict(type="path", default="~/.local/state/rk"),
     spyder=dict(type="bool", default=False),
     transport=dict(type="str", default="tcp", choices=list(TRANSPORTS)),
@@ -689,8 +695,22 @@ def iso(ts):
         timespec="seconds")
 
 
+def python_record():
+    """Where the rk_python role records the interpreter it provisioned on this host."""
+    return os.path.expanduser(PYTHON_RECORD % host_name())
+
+
 def resolve_python(python):
+    recorded = ""
+    if not python:
+        with contextlib.suppress(IOError, OSError), open(python_record()) as f:
+            recorded = f.read().strip()
+        python = recorded or "python3"
     path = shutil.which(os.path.expanduser(python))
+    if not path and recorded:
+        raise KernelError("python %s, which playbooks/provision.yml recorded for %s in %s, is gone; "
+                          "run provision.yml again, or set rk_kernel_python"
+                          % (python, host_name(), python_record()))
     if not path:
         raise KernelError("python %r not found on %s (PATH=%s); install it or set "
                           "rk_kernel_python" % (python, host_name(), os.environ.get("PATH", "")))
@@ -723,11 +743,15 @@ def log_tail(kernel, key):
         return ""
 
 
-def start_hint(tail, params):
+def start_hint(tail, params, python):
     if "No module named" in tail:
         pkg = "spyder-kernels" if params["spyder"] else "ipykernel"
-        return ("install %s for %s (the rk_python role does it: playbooks/provision.yml)"
-                % (pkg, params["python"]))
+        if not params["python"] and not os.path.exists(python_record()):
+            return ("no Python was provisioned for rk on this host, and %s lacks %s: run "
+                    "playbooks/provision.yml%s first, or set rk_kernel_python to a Python that "
+                    "has it" % (python, pkg, " -e rk_python_spyder=true" if params["spyder"] else ""))
+        return ("install %s for %s (the rk_python role does it: playbooks/provision.yml%s)"
+                % (pkg, python, " -e rk_python_spyder=true" if params["spyder"] else ""))
     return ("see %s on the host; raise start_timeout (rk_kernel_start_timeout) if the "
             "Python is slow to import (network home?)" % "kernel.log")
 
@@ -754,6 +778,9 @@ def read_key_file(path):
 def launch(kernel, params, key=None):
     """Write the connection file, start the kernel detached, wait for its ports."""
     python = resolve_python(params["python"])
+    hint_params = params
+    # Recorded as resolved, so a restart runs the same interpreter whatever is recorded later.
+    params = dict(params, python=python)
     cwd = os.path.expanduser(params["cwd"] or "~")
     if not os.path.isdir(cwd):
         raise KernelError("cwd %s is not a directory on %s" % (cwd, host_name()))
@@ -787,7 +814,7 @@ def launch(kernel, params, key=None):
                                  SPACE_HINT))
         raise KernelError("kernel %r on %s %s.\n--- kernel.log (tail) ---\n%s\n---\nhint: %s"
                           % (kernel.name, host_name(), problem, tail or "(empty)",
-                             start_hint(tail, params)))
+                             start_hint(tail, hint_params, python)))
     return record
 
 
