@@ -234,9 +234,9 @@ def _runtime_dir_check() -> Check:
     if not runtime.exists():
         return Check("controller", "Jupyter runtime directory", "ok", f"{runtime} (made on first use)")
     st = os.lstat(runtime)
-    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077 or not os.access(runtime, os.W_OK):
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022 or not os.access(runtime, os.W_OK):
         return Check("controller", "Jupyter runtime directory", "failed", f"{runtime} {stat.S_IMODE(st.st_mode):04o}",
-                     "not a private directory you own and can write: rk refuses to keep keys there",
+                     "not a directory you own and can write, closed to other writers: rk refuses to keep keys there",
                      f"chmod 700 {runtime} (or point JUPYTER_RUNTIME_DIR at one you own)")
     bad = []
     for path in sorted(runtime.glob("kernel-rk*.json")):
