@@ -37,7 +37,7 @@ def doctor(hosts: list[str] | None, options: base.Options | None = None) -> base
 
     def one(name: str) -> base.HostResult:
         shown = selection.shown(name)
-        progress(shown, "checking every layer", "rk/commands/doctor.py")
+        progress(shown, "checking every layer", __file__)
         checks = host_checks(name, selection, options)
         return _host_result(shown, checks)
 

@@ -63,7 +63,7 @@ def broken(make_hosts):
     python.known_hosts.write_text("".join(f"{line}\n" for line in lines if f":{python['h2'].port} " not in line))
     slow = novenv["h1"]
     slow.exec("echo 'session optional pam_exec.so /bin/sleep 4' >> /etc/pam.d/sshd")
-    slow.ssh("mkdir -p ~/.local/share/rk && echo /usr/bin/python3 > ~/.local/share/rk/python-$(uname -n | tr -c 'A-Za-z0-9_.-' _)")
+    slow.ssh("mkdir -p ~/.local/share/rk && echo /usr/bin/python3 > ~/.local/share/rk/python-$(printf %s $(uname -n) | tr -c 'A-Za-z0-9_.-' _)")
     return python, novenv, systemd
 
 
@@ -100,7 +100,7 @@ def test_doctor_names_each_broken_layer_and_its_fix(broken):
     assert gone["host key"]["status"] == "skipped"
 
     slow = checks_of(slow_doc, "h1")
-    assert slow_code == 3, slow
+    assert slow_code == 3, json.dumps(slow, indent=1)
     assert slow["login time"]["status"] == "warning" and "PAM" in slow["login time"]["fix"]
     assert slow["interpreter"]["figure"].startswith("/usr/bin/python3") and "yours" in slow["interpreter"]["figure"]
     assert slow["ipykernel"]["status"] == "failed" and "pip install ipykernel" in slow["ipykernel"]["fix"]
