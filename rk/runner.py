@@ -23,18 +23,14 @@ import yaml
 
 from rk import content, inventory_cache
 from rk.errors import RkError
-from rk.paths import ensure_private_dir, pid_alive
+from rk.paths import ensure_private_dir, pid_alive, state_dir
 
 # Added to ansible.cfg's ssh_args. BatchMode: a password or passphrase prompt would freeze rk,
 # so fail instead. Host key checking is explicit: "ask" (ssh's default) would hang the same way.
-# Keepalives: a reused ControlPersist master ignores ConnectTimeout, so a host that went silent
-# (dropped packets, frozen) is noticed only by them, within about 2 s instead of a minute; then
-# ssh falls back to a new connection, which waits the whole ConnectTimeout. Case 13's bound
-# (ConnectTimeout + 5 s for all of `rk status`) leaves room for 1 s x 2 only: x 3 took 14.3 s
-# on a quiet machine. The cost: sshd answers no keepalive while it sets up a login session, so
-# a login slower than about 2 s (pam_systemd starting the user's systemd, slow LDAP) fails as
-# unreachable. Open question in tests/reliability/README.md.
-_SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=1 -o ServerAliveCountMax=2"
+# Keepalives: sshd is silent while it sets up a login (PAM: pam_systemd, SSSD, an NFS home), so
+# they let 20 s of silence through; a host that went silent behind a reused ControlPersist
+# master is noticed by rk/ansible_ssh.py's check instead, in 1 s (tests/reliability/README.md).
+_SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=5 -o ServerAliveCountMax=3"
 
 
 @dataclass
@@ -80,10 +76,32 @@ def ansible_env(accept_new_host_keys: bool = False) -> dict[str, str]:
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir()),
         "ANSIBLE_CONFIG": str(content.ansible_cfg()),
         "ANSIBLE_SSH_ARGS": f"{base} {_SSH_RK_ARGS} -o StrictHostKeyChecking={checking}".strip(),
+        "ANSIBLE_SSH_EXECUTABLE": str(ssh_executable()),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "True",
     }
+
+
+def ssh_executable() -> Path:
+    """rk/ansible_ssh.py as an executable for Ansible, run by this interpreter (made once)."""
+    import rk
+
+    script = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(Path(rk.__file__).parent.parent)!r})\n"
+              "from rk.ansible_ssh import main\nmain()\n")
+    path = ensure_private_dir(state_dir() / "bin") / "ansible-ssh"
+    try:
+        current = path.read_text()
+    except OSError:
+        current = None
+    if current != script:  # replaced whole, executable, so a concurrent rk never runs half a file
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "w") as f:
+            f.write(script)
+        os.chmod(tmp, 0o700)  # os.open's mode is masked by the umask
+        os.replace(tmp, path)
+    return path
 
 
 def control_dir() -> Path:
