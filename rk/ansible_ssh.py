@@ -44,7 +44,7 @@ def split(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _ssh(options: list[str], *more: str, timeout: float | None = None) -> int:
     run = subprocess.run(["ssh", *options, *more], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, timeout=timeout, check=False)
+                         stderr=subprocess.PIPE, timeout=timeout, check=False)
     return run.returncode
 
 
@@ -57,7 +57,11 @@ def check_master(options: list[str], destination: str) -> bool:
     try:
         _ssh(probe, destination, "true", timeout=PROBE_S)
         return True
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as late:
+        # A master whose host refused the session (MaxSessions) answered: ssh then tried a new
+        # connection, which is what was slow. That master is busy, not silent: keep it.
+        if b"Session open refused by peer" in (late.stderr or b""):
+            return True
         _ssh(options, "-O", "stop", destination)
         return False
 
