@@ -86,17 +86,19 @@ def ansible_env(accept_new_host_keys: bool = False) -> dict[str, str]:
 
 
 def ssh_executable() -> Path:
-    """rk/ansible_ssh.py as an executable for Ansible, run by this interpreter (made once)."""
+    """rk/ansible_ssh.py as an executable for Ansible, run by this interpreter (made once).
+
+    Named by its content, so two rk installations of one user never rewrite each other's.
+    """
+    import hashlib
+
     import rk
 
     script = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(Path(rk.__file__).parent.parent)!r})\n"
               "from rk.ansible_ssh import main\nmain()\n")
-    path = ensure_private_dir(state_dir() / "bin") / "ansible-ssh"
-    try:
-        current = path.read_text()
-    except OSError:
-        current = None
-    if current != script:  # replaced whole, executable, so a concurrent rk never runs half a file
+    digest = hashlib.sha256(script.encode()).hexdigest()[:16]
+    path = ensure_private_dir(state_dir() / "bin") / f"ansible-ssh-{digest}"
+    if not path.exists():  # written whole and executable, then renamed: never run half made
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
         with os.fdopen(fd, "w") as f:
