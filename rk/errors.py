@@ -20,6 +20,12 @@ class UsageError(RkError):
     exit_code = 2
 
 
+# sshd's MaxSessions (sessions on one, shared ControlMaster connection) and MaxStartups
+# (connections still in their handshake), as ssh 9.2 words them: the host is busy, not gone,
+# and rk's runner tries again (tests/reliability/README.md, case 20).
+_MAX_SESSIONS = r"Session open refused by peer"
+_MAX_STARTUPS = r"kex_exchange_identification: (?:read: Connection reset by peer|Connection closed by remote host)"
+
 # (pattern in ssh's or Ansible's message, short cause, hint). First match wins.
 _SSH_CAUSES = [
     (r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key for .* has changed",
@@ -37,10 +43,21 @@ _SSH_CAUSES = [
     (r"Connection refused",
      "unreachable: connection refused",
      "is sshd running on that host and port?"),
+    (_MAX_SESSIONS,
+     "the host refused another SSH session (MaxSessions)",
+     "too many SSH sessions at once to this host: try again later, or raise MaxSessions in its sshd_config"),
+    (_MAX_STARTUPS,
+     "the host refused another SSH connection (MaxStartups)",
+     "too many SSH connections being set up at once to this host: try again later, or raise MaxStartups"),
     (r"timed out|Connection timed out|No route to host|Network is unreachable|Connection reset|closed by remote host|Broken pipe",
      "unreachable: the host did not answer",
      "check the network, VPN or jump host (ProxyJump) to that host"),
 ]
+
+
+def refused_session(raw: str) -> bool:
+    """Whether ssh's words say the host refused another session or connection (busy, not gone)."""
+    return bool(re.search(f"{_MAX_SESSIONS}|{_MAX_STARTUPS}", raw or "", re.IGNORECASE))
 
 
 def explain_unreachable(raw: str) -> tuple[str, str]:
