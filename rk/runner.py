@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from rk import content, inventory_cache
-from rk.errors import RkError
+from rk.errors import RkError, explain_host_key
 from rk.paths import ensure_private_dir, pid_alive
 
 # Added to ansible.cfg's ssh_args. BatchMode: a password or passphrase prompt would freeze rk,
@@ -39,7 +39,7 @@ _SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=1 -o ServerAliveCountMax
 
 @dataclass
 class HostOutcome:
-    status: str = "ok"  # ok | failed | unreachable
+    status: str = "ok"  # ok | failed | unreachable | hostkey (ssh refused the host's key)
     message: str = ""  # the last failure or unreachable message Ansible gave
     changed: bool = False
 
@@ -220,7 +220,8 @@ def _apply_stats(result: RunResult, data: dict) -> None:
     for host in data.get("processed", {}):
         outcome = result.hosts.setdefault(host, HostOutcome())
         if host in data.get("dark", {}):
-            outcome.status = "unreachable"
+            # ssh refusing the host's key is not a network problem: the host did answer.
+            outcome.status = "hostkey" if explain_host_key(outcome.message) else "unreachable"
         elif host in data.get("failures", {}):
             outcome.status = "failed"
         else:
