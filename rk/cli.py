@@ -12,8 +12,8 @@ import sys
 from rk import __version__
 from rk.exitcodes import ExitCode
 
-EPILOG = """exit codes: 0 ok, 1 failure, 2 usage error, 3 partial (some hosts failed),
-4 unreachable (no host answered), 130 interrupted, 141 output pipe closed"""
+EPILOG = """exit codes: 0 ok, 1 failure (or a host key refused), 2 usage error, 3 partial (some hosts
+failed), 4 unreachable (no host answered), 130 interrupted, 141 output pipe closed"""
 
 
 def _common() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from rk import content, inventory_cache
-from rk.errors import RkError, refused_session
+from rk.errors import RkError, explain_host_key, refused_session
 from rk.paths import ensure_private_dir, pid_alive, state_dir
 
 # Added to ansible.cfg's ssh_args. BatchMode: a password or passphrase prompt would freeze rk,
@@ -37,7 +37,7 @@ _SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=5 -o ServerAliveCountMax
 
 @dataclass
 class HostOutcome:
-    status: str = "ok"  # ok | failed | unreachable
+    status: str = "ok"  # ok | failed | unreachable | hostkey (ssh refused the host's key)
     message: str = ""  # the last failure or unreachable message Ansible gave
     changed: bool = False
 
@@ -280,7 +280,8 @@ def _apply_stats(result: RunResult, data: dict) -> None:
     for host in data.get("processed", {}):
         outcome = result.hosts.setdefault(host, HostOutcome())
         if host in data.get("dark", {}):
-            outcome.status = "unreachable"
+            # ssh refusing the host's key is not a network problem: the host did answer.
+            outcome.status = "hostkey" if explain_host_key(outcome.message) else "unreachable"
         elif host in data.get("failures", {}):
             outcome.status = "failed"
         else:
