@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from rk import paths, runner
-from rk.errors import UsageError, explain_failure, explain_host_key, explain_unreachable, first_line
+from rk.errors import (UsageError, explain_failure, explain_host_key, explain_unreachable, first_line,
+                       refused_session)
 from rk.exitcodes import ExitCode
 from rk.targets import Selection, inventory_sources, select
 
@@ -129,7 +130,9 @@ def run(
             result.hosts.append(HostResult(shown, "hostkey", *explain_host_key(host.message)))
         elif host.status == "unreachable":
             cause, hint = explain_unreachable(host.message)
-            result.hosts.append(HostResult(shown, "unreachable", cause, hint))
+            # A host that refused one more session answered: busy, not gone (exit 1 or 3, not 4).
+            status = "failed" if refused_session(host.message) else "unreachable"
+            result.hosts.append(HostResult(shown, status, cause, hint))
         elif host.status == "failed":
             result.hosts.append(HostResult(shown, "failed", *explain_failure(host.message)))
         else:
