@@ -66,6 +66,9 @@ def _add_up(sub, common) -> None:
     p.add_argument("--hardened", action="store_true",
                    help="unix sockets in the kernel's private directory instead of 127.0.0.1 ports, "
                    "so other users of the host cannot even read its output (needs rk's tunnel)")
+    p.add_argument("--encrypt", action="store_true",
+                   help="CurveZMQ-encrypt the kernel's channels, so other users of the host can neither "
+                   "read its output nor connect (ipykernel >= 7.3 on the host, jupyter_client >= 8.9 in the front end)")
 
 
 def _cmd_up(args, options):
@@ -80,6 +83,7 @@ def _cmd_up(args, options):
     kernel = api.KernelSpec(
         name=args.name, spyder=args.spyder, python=args.python, env=env, cwd=args.cwd, gpus=args.gpus,
         packages=[p for p in args.packages.split(",") if p], hardened=args.hardened,
+        encrypt=args.encrypt,
     )
     return api.up(args.hosts, kernel, options, tunnel=not args.no_tunnel)
 
