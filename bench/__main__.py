@@ -15,10 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench import cases, report
+from bench import cases, peers, report
 from bench.harness import Bench
 
-ALL = ["floors", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "scaling", "breakdown"]
+# Cases measured within another case's alternation: P2 within P1's, P6r within P6n's.
+ALSO = {"P1": {"P2"}, "P6n": {"P6r"}}
+ALL = ["floors", "P1", "P2", "P3", "P4", "P5", "P6", "P6n", "P6r", "P7", "P8", "scaling", "breakdown"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case {', '.join(sorted(unknown))}")
     counts = [1, 2, 4, 8] if args.quick else [1, 2, 4, 8, 16]
-    fleet = max(counts) if "scaling" in wanted else 8
+    # One host when no case needs more (P6n/P6r alone should not load a shared machine with 8).
+    fleet = max(counts) if "scaling" in wanted else 8 if wanted & {"P3", "P4", "P8"} else 1
 
     # A kill (SIGTERM) still removes the hosts: it unwinds through the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -71,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             ("P3", lambda: cases.p3(bench, inv1, inv8, hosts8, reps, res)),
             ("P4", lambda: cases.p4(bench, inv8, hosts8, reps, res)),
             ("P6", lambda: cases.p6(bench, inv1, h1, reps, args.p6, res)),
+            ("P6n", lambda: peers.p6_peers(bench, inv1, h1, reps, res)),  # P6r too: one alternation
             ("P7", lambda: cases.p7(bench, reps, res)),
             ("P8", lambda: cases.p8(bench, inv8, hosts8, reps, res)),
             ("scaling", lambda: cases.scaling(bench, group, counts, reps, res)),
             ("P5", lambda: cases.p5(bench, 1 if args.quick else reps, res)),
         ]
         for name, step in steps:
-            if name in wanted or (name == "P1" and "P2" in wanted):
+            if name in wanted or wanted & ALSO.get(name, set()):
                 _say(f"{name} ({time.monotonic() - started:.0f} s)")
                 try:
                     step()

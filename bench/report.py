@@ -14,6 +14,12 @@ from bench.cases import Results, Row
 from bench.harness import Sample, Series
 
 TARGET_MIB = 300
+PEER_CASES = ("P6n", "P6r")
+PEERS_NOTE = ("P6n and P6r compare rk with a peer tool, sshpyk (a jupyter_client kernel provisioner over"
+              " an ssh ControlMaster of a dedicated alias), on the same host and venv, cold (every ssh"
+              " master closed before each run), the three sides alternated. Each side's client is a new"
+              " Python process executing `1+1`. P6n: `rk up` starts a new kernel and rk's tunnel; P6r: the"
+              " kernel runs, rk's tunnel was stopped, `rk up` reattaches; both against sshpyk's new kernel.")
 
 
 def _verdict(row: Row) -> str:
@@ -59,6 +65,8 @@ def render(res: Results, meta: dict) -> str:
         out.append(f"| P8 | controller peak memory, `rk up` on 8 hosts | {len(res.memory)} runs | "
                    f"PSS {pss:.0f} MiB (RSS summed per process: {rss:.0f} MiB; up to {procs} "
                    f"processes) | none | - | <= {TARGET_MIB} MiB | {verdict} |")
+    if any(row.case in PEER_CASES for row in res.rows):
+        out += ["", PEERS_NOTE]
     out += ["", "P8 sums the process tree of `rk` (rk, ansible-playbook, its forked workers, their"
             " ssh clients) sampled every 50 ms. PSS counts the pages the forked workers share once;"
             " the RSS sum counts them once per process and overstates real use.", ""]

@@ -12,8 +12,8 @@ import sys
 from rk import __version__
 from rk.exitcodes import ExitCode
 
-EPILOG = """exit codes: 0 ok, 1 failure, 2 usage error, 3 partial (some hosts failed),
-4 unreachable (no host answered), 130 interrupted, 141 output pipe closed"""
+EPILOG = """exit codes: 0 ok, 1 failure (or a host key refused), 2 usage error, 3 partial (some hosts
+failed), 4 unreachable (no host answered), 130 interrupted, 141 output pipe closed"""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -66,6 +66,9 @@ def _add_up(sub, common) -> None:
     p.add_argument("--hardened", action="store_true",
                    help="unix sockets in the kernel's private directory instead of 127.0.0.1 ports, "
                    "so other users of the host cannot even read its output (needs rk's tunnel)")
+    p.add_argument("--encrypt", action="store_true",
+                   help="CurveZMQ-encrypt the kernel's channels, so other users of the host can neither "
+                   "read its output nor connect (ipykernel >= 7.3 on the host, jupyter_client >= 8.9 in the front end)")
 
 
 def _cmd_up(args, options):
@@ -80,6 +83,7 @@ def _cmd_up(args, options):
     kernel = api.KernelSpec(
         name=args.name, spyder=args.spyder, python=args.python, env=env, cwd=args.cwd, gpus=args.gpus,
         packages=[p for p in args.packages.split(",") if p], hardened=args.hardened,
+        encrypt=args.encrypt,
     )
     return api.up(args.hosts, kernel, options, tunnel=not args.no_tunnel)
 

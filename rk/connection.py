@@ -26,6 +26,9 @@ class BadConnectionFile(ValueError):
 # path that ssh's -L syntax could read differently (":", spaces, controls, brackets).
 _IPC_NAME = "k"
 _UNFORWARDABLE = re.compile(r"[:\s\x00-\x1f\x7f\\\[\]]")
+# A CurveZMQ key in Z85 (32 bytes -> 40 characters of ZeroMQ's alphabet).
+_Z85_KEY = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
+_CURVE_FIELDS = ("curve_publickey", "curve_secretkey")
 
 
 def validate(path: Path, kernel_dir: str | None = None) -> dict:
@@ -59,6 +62,7 @@ def validate(path: Path, kernel_dir: str | None = None) -> dict:
             raise BadConnectionFile("kernel does not listen on loopback only")
     else:
         _check_ipc_prefix(info.get("ip"), kernel_dir)
+    _check_curve(info)
     for name in PORT_NAMES:
         port = info.get(name)
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
@@ -77,3 +81,11 @@ def _check_ipc_prefix(ip: object, kernel_dir: str | None) -> None:
     directory, name = posixpath.split(ip)
     if directory != posixpath.normpath(kernel_dir) or name != _IPC_NAME:
         raise BadConnectionFile("ipc sockets are not inside the kernel's own directory")
+
+
+def _check_curve(info: dict) -> None:
+    """Transport encryption: both CurveZMQ keys, well formed, or neither."""
+    present = [name for name in _CURVE_FIELDS if name in info]
+    if present and (len(present) != 2 or not all(isinstance(info[n], str) and _Z85_KEY.match(info[n])
+                                                 for n in _CURVE_FIELDS)):
+        raise BadConnectionFile("CurveZMQ keys are incomplete or not 40-character Z85 keys")

@@ -66,11 +66,8 @@ def print_failures(result: CommandResult) -> None:
 def kernel_rows(result: CommandResult) -> list[list]:
     rows = []
     for host in result.hosts:
-        if host.status == "unreachable":
-            rows.append([host.host, "", "unreachable", "", "", "", "", "", "", ""])
-            continue
-        if host.status != "ok":
-            rows.append([host.host, "", "failed", "", "", "", "", "", "", ""])
+        if host.status != "ok":  # failed, unreachable, or hostkey (ssh refused the host's key)
+            rows.append([host.host, "", host.status, "", "", "", "", "", "", ""])
             continue
         for k in host.kernels or [{"name": "", "state": "absent"}]:
             local = k.get("tunnel_file") or k.get("local_file") or ""

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import configparser
 import os
+import random
 import re
 import shutil
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,24 +24,20 @@ from pathlib import Path
 import yaml
 
 from rk import content, inventory_cache
-from rk.errors import RkError
-from rk.paths import ensure_private_dir, pid_alive
+from rk.errors import RkError, explain_host_key, refused_session
+from rk.paths import ensure_private_dir, pid_alive, state_dir
 
 # Added to ansible.cfg's ssh_args. BatchMode: a password or passphrase prompt would freeze rk,
 # so fail instead. Host key checking is explicit: "ask" (ssh's default) would hang the same way.
-# Keepalives: a reused ControlPersist master ignores ConnectTimeout, so a host that went silent
-# (dropped packets, frozen) is noticed only by them, within about 2 s instead of a minute; then
-# ssh falls back to a new connection, which waits the whole ConnectTimeout. Case 13's bound
-# (ConnectTimeout + 5 s for all of `rk status`) leaves room for 1 s x 2 only: x 3 took 14.3 s
-# on a quiet machine. The cost: sshd answers no keepalive while it sets up a login session, so
-# a login slower than about 2 s (pam_systemd starting the user's systemd, slow LDAP) fails as
-# unreachable. Open question in tests/reliability/README.md.
-_SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=1 -o ServerAliveCountMax=2"
+# Keepalives: sshd is silent while it sets up a login (PAM: pam_systemd, SSSD, an NFS home), so
+# they let 20 s of silence through; a host that went silent behind a reused ControlPersist
+# master is noticed by rk/ansible_ssh.py's check instead, in 1 s (tests/reliability/README.md).
+_SSH_RK_ARGS = "-o BatchMode=yes -o ServerAliveInterval=5 -o ServerAliveCountMax=3"
 
 
 @dataclass
 class HostOutcome:
-    status: str = "ok"  # ok | failed | unreachable
+    status: str = "ok"  # ok | failed | unreachable | hostkey (ssh refused the host's key)
     message: str = ""  # the last failure or unreachable message Ansible gave
     changed: bool = False
 
@@ -80,10 +78,34 @@ def ansible_env(accept_new_host_keys: bool = False) -> dict[str, str]:
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir()),
         "ANSIBLE_CONFIG": str(content.ansible_cfg()),
         "ANSIBLE_SSH_ARGS": f"{base} {_SSH_RK_ARGS} -o StrictHostKeyChecking={checking}".strip(),
+        "ANSIBLE_SSH_EXECUTABLE": str(ssh_executable()),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "True",
     }
+
+
+def ssh_executable() -> Path:
+    """rk/ansible_ssh.py as an executable for Ansible, run by this interpreter (made once).
+
+    Named by its content, so two rk installations of one user never rewrite each other's.
+    """
+    import hashlib
+
+    import rk
+
+    script = (f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(Path(rk.__file__).parent.parent)!r})\n"
+              "from rk.ansible_ssh import main\nmain()\n")
+    digest = hashlib.sha256(script.encode()).hexdigest()[:16]
+    path = ensure_private_dir(state_dir() / "bin") / f"ansible-ssh-{digest}"
+    if not path.exists():  # written whole and executable, then renamed: never run half made
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "w") as f:
+            f.write(script)
+        os.chmod(tmp, 0o700)  # os.open's mode is masked by the umask
+        os.replace(tmp, path)
+    return path
 
 
 def control_dir() -> Path:
@@ -102,6 +124,12 @@ def control_dir() -> Path:
     raise RkError("no directory with a path short enough for ssh's control sockets", "set TMPDIR to a short path")
 
 
+# Waits before running a playbook again for the hosts that refused an SSH session or
+# connection (sshd's MaxSessions, MaxStartups): busy, not unreachable. Measured with 20 `rk up`
+# at once on one host (tests/reliability/README.md, case 20). A silent host is never retried.
+REFUSED_RETRY_S = (1, 2, 4, 8)
+
+
 def run_playbook(
     name: str,
     *,
@@ -110,7 +138,39 @@ def run_playbook(
     adhoc_hosts: dict[str, dict] | None = None,
     options: RunOptions,
 ) -> RunResult:
-    """Run playbooks/<name>.yml over `limit` and return per-host outcomes and set_stats data."""
+    """Run playbooks/<name>.yml over `limit` and return per-host outcomes and set_stats data.
+
+    Hosts that refused another SSH session get the playbook again (rk's playbooks are
+    idempotent), after a short, growing, jittered wait, at most len(REFUSED_RETRY_S) times.
+    """
+    result = _run_once(name, limit=limit, extravars=extravars, adhoc_hosts=adhoc_hosts, options=options)
+    for wait in REFUSED_RETRY_S:
+        again = [h for h in limit if h in result.hosts and result.hosts[h].status == "unreachable"
+                 and refused_session(result.hosts[h].message)]
+        if not again or (options.cancelled and options.cancelled()):
+            break
+        time.sleep(wait * random.uniform(0.5, 1.5))  # jitter: concurrent rk runs spread out
+        retry = _run_once(name, limit=again, extravars=extravars, adhoc_hosts=adhoc_hosts, options=options)
+        result.hosts.update({h: o for h, o in retry.hosts.items() if h in again})
+        for key, value in retry.data.items():
+            if isinstance(value, dict) and isinstance(result.data.get(key), dict):
+                result.data[key].update(value)
+            else:
+                result.data[key] = value
+        if retry.status == "canceled":
+            result.status = retry.status
+        result.artifacts = retry.artifacts or result.artifacts
+    return result
+
+
+def _run_once(
+    name: str,
+    *,
+    limit: list[str],
+    extravars: dict,
+    adhoc_hosts: dict[str, dict] | None,
+    options: RunOptions,
+) -> RunResult:
     import ansible_runner  # slow import: only when a playbook really runs
 
     remove_abandoned_run_dirs()
@@ -220,7 +280,8 @@ def _apply_stats(result: RunResult, data: dict) -> None:
     for host in data.get("processed", {}):
         outcome = result.hosts.setdefault(host, HostOutcome())
         if host in data.get("dark", {}):
-            outcome.status = "unreachable"
+            # ssh refusing the host's key is not a network problem: the host did answer.
+            outcome.status = "hostkey" if explain_host_key(outcome.message) else "unreachable"
         elif host in data.get("failures", {}):
             outcome.status = "failed"
         else:

@@ -29,13 +29,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rk import paths
-from rk.errors import RkError
+from rk.errors import HostKeyError, RkError, explain_host_key
 
 RETRY_S = (1, 2, 4, 8, 15)  # waits between attempts; the last one repeats
 STABLE_S = 30  # an ssh that lasted this long was a working tunnel: the next wait starts over
 START_TIMEOUT_S = 30
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 _MARK = "rk.tunnel"
+_ENDED = f"{_MARK}: ssh ended"  # the supervisor's line after each ssh attempt, in the log
 
 
 @dataclass
@@ -168,10 +169,34 @@ def listening(port: int) -> bool:
 
 
 def state(tunnel: Tunnel | None) -> str:
-    """up (forwarding), reconnecting (supervisor alive, ssh not connected) or down."""
+    """up (forwarding), reconnecting (supervisor alive, ssh not connected), hostkey (ssh's last
+    attempt refused the host's key: not a network problem) or down."""
     if tunnel is None or not alive(tunnel):
         return "down"
-    return "up" if listening(tunnel.forwards["shell_port"][0]) else "reconnecting"
+    if listening(tunnel.forwards["shell_port"][0]):
+        return "up"
+    return "hostkey" if host_key_refusal(tunnel) else "reconnecting"
+
+
+def host_key_refusal(tunnel: Tunnel) -> tuple[str, str] | None:
+    """(cause, hint) when ssh's last attempt refused the host's key (rk.errors), else None."""
+    return explain_host_key(_last_attempt(tunnel))
+
+
+def _last_attempt(tunnel: Tunnel) -> str:
+    """What the latest ssh attempt that said anything wrote to the log (its last 16 KiB)."""
+    with contextlib.suppress(OSError), open(tunnel.log, "rb") as log:
+        log.seek(max(0, os.fstat(log.fileno()).st_size - 16384))
+        attempts, current = [], []
+        for line in log.read().decode(errors="replace").splitlines():
+            if line.startswith(_ENDED):
+                attempts.append("\n".join(current))
+                current = []
+            elif line.strip():
+                current.append(line)
+        attempts.append("\n".join(current))
+        return next((text for text in reversed(attempts) if text), "")
+    return ""
 
 
 def free_ports(count: int) -> list[int]:
@@ -206,10 +231,13 @@ def start(host: str, kernel: str, argv_for: Callable[[list[tuple[int, int]]], li
     _save(tunnel)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not listening(forwards["shell_port"][0]):
-        if proc.poll() is not None or time.monotonic() > deadline:
+        refused = host_key_refusal(tunnel)  # retrying cannot help: say so now, not in 30 s
+        if refused or proc.poll() is not None or time.monotonic() > deadline:
+            words = _log_tail(tunnel)  # before stop(), which removes the log
             stop(tunnel)
-            raise RkError(f"the SSH tunnel to {host} did not come up: {_log_tail(tunnel)}",
-                          f"its log is {tunnel.log}; try `ssh` to the host by hand")
+            if refused:
+                raise HostKeyError(f"the SSH tunnel to {host} was refused: {refused[0]}", refused[1])
+            raise RkError(f"the SSH tunnel to {host} did not come up: {words}", "try `ssh` to the host by hand")
         time.sleep(0.1)
     return tunnel
 
@@ -227,11 +255,9 @@ def stop(tunnel: Tunnel, timeout: float = 10) -> None:
 
 
 def _log_tail(tunnel: Tunnel) -> str:
-    with contextlib.suppress(OSError):
-        lines = [line for line in tunnel.log.read_text(errors="replace").splitlines() if line.strip()]
-        if lines:
-            return lines[-1][:300]
-    return "no output"
+    """ssh's last words (not the supervisor's "again in N s")."""
+    lines = _last_attempt(tunnel).splitlines()
+    return lines[-1][:300] if lines else "no output"
 
 
 def _die_with_parent() -> None:
@@ -277,7 +303,7 @@ class Supervisor:
                 break
             attempt = 0 if time.monotonic() - began > STABLE_S else attempt + 1
             wait = RETRY_S[min(attempt, len(RETRY_S) - 1)]
-            print(f"rk.tunnel: ssh ended with code {self.returncode}; again in {wait} s", file=sys.stderr, flush=True)
+            print(f"{_ENDED} with code {self.returncode}; again in {wait} s", file=sys.stderr, flush=True)
             self.stopping.wait(wait)
         return self.returncode
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from rk import paths, runner
-from rk.errors import UsageError, explain_failure, explain_unreachable, first_line
+from rk.errors import (UsageError, explain_failure, explain_host_key, explain_unreachable, first_line,
+                       refused_session)
 from rk.exitcodes import ExitCode
 from rk.targets import Selection, inventory_sources, select
 
@@ -31,7 +32,7 @@ class Options:
 @dataclass
 class HostResult:
     host: str  # as the user wrote it (or the inventory name)
-    status: str  # ok | failed | unreachable
+    status: str  # ok | failed | unreachable | hostkey (ssh refused the host's key: it answered)
     message: str = ""
     hint: str = ""
     changed: bool = False
@@ -54,6 +55,10 @@ class CommandResult:
         if self.interrupted:
             return ExitCode.INTERRUPTED
         statuses = {h.status for h in self.hosts}
+        if "hostkey" in statuses:
+            # Whatever the other hosts did: 3 and 4 say "retry may help", and a refused host key
+            # (someone may be intercepting) needs a human. README, "Exit codes".
+            return ExitCode.FAILURE
         if statuses <= {"ok"}:
             return ExitCode.OK
         if "ok" in statuses:
@@ -121,9 +126,13 @@ def run(
             else:
                 why = _run_error(outcome.error) or f"the run ended early ({outcome.status or 'no result'})"
             result.hosts.append(HostResult(shown, "failed", why, "run again with -v to see Ansible's output"))
+        elif host.status == "hostkey":
+            result.hosts.append(HostResult(shown, "hostkey", *explain_host_key(host.message)))
         elif host.status == "unreachable":
             cause, hint = explain_unreachable(host.message)
-            result.hosts.append(HostResult(shown, "unreachable", cause, hint))
+            # A host that refused one more session answered: busy, not gone (exit 1 or 3, not 4).
+            status = "failed" if refused_session(host.message) else "unreachable"
+            result.hosts.append(HostResult(shown, status, cause, hint))
         elif host.status == "failed":
             result.hosts.append(HostResult(shown, "failed", *explain_failure(host.message)))
         else:

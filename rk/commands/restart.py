@@ -5,7 +5,7 @@ from __future__ import annotations
 from rk import tunnel as tunnels
 from rk.commands import base
 from rk.commands.fetch import run_and_fetch
-from rk.commands.tunnel import ensure
+from rk.commands.tunnel import ensure_or_fail
 
 
 def restart(hosts: list[str] | None, name: str = "default", options: base.Options | None = None) -> base.CommandResult:
@@ -16,5 +16,5 @@ def restart(hosts: list[str] | None, name: str = "default", options: base.Option
             continue
         # The key is kept and the local ports too: the tunnel now leads to the new ports.
         for kernel in host.kernels:
-            ensure(inventory_name, selection.hostvars(inventory_name), kernel, options.accept_new_host_keys)
+            ensure_or_fail(host, inventory_name, selection.hostvars(inventory_name), kernel, options.accept_new_host_keys)
     return result

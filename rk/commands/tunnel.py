@@ -52,14 +52,21 @@ def connect_all(result: base.CommandResult, selection: Selection, options: base.
                 continue
             if options.on_task:
                 options.on_task(host.host, f"Open the SSH tunnel to {kernel['name']}", __file__)
-            try:
-                ensure(name, hostvars, kernel, options.accept_new_host_keys)
-            except RkError as exc:
-                host.status, host.message, host.hint = "failed", exc.message, exc.hint
+            if not ensure_or_fail(host, name, hostvars, kernel, options.accept_new_host_keys):
                 continue
             # The tunnel file replaces the fetched one: one local copy of the key, one file to
             # use. `rk fetch` or `rk up --no-tunnel` give the host-port file for Spyder's SSH route.
             Path(kernel.pop("local_file")).unlink(missing_ok=True)
+
+
+def ensure_or_fail(result: base.HostResult, host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool) -> bool:
+    """`ensure`; a tunnel that cannot be made fails its host (`hostkey` when ssh refused the key)."""
+    try:
+        ensure(host, hostvars, kernel, accept_new_host_keys)
+    except RkError as exc:
+        result.status, result.message, result.hint = exc.status, exc.message, exc.hint
+        return False
+    return True
 
 
 def ensure(host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool = False) -> None:
@@ -74,7 +81,9 @@ def ensure(host: str, hostvars: dict, kernel: dict, accept_new_host_keys: bool =
     with _locked(host, kernel["name"]):
         current = tunnels.find(host, kernel["name"])
         wanted = argv_for([(current.local_ports[p], remote[p]) for p in tunnels.PORT_NAMES]) if current else None
-        if current is None or not tunnels.alive(current) or current.argv != wanted:
+        # A supervisor whose ssh was refused the host's key gets a fresh try: known_hosts may be
+        # fixed by now, and if not, `start` says so at once.
+        if current is None or not tunnels.alive(current) or current.argv != wanted or tunnels.state(current) == "hostkey":
             # A restarted kernel has new ports on the host: forward the same local ports to them,
             # so that the tunnel file and the front ends that use it stay valid.
             local = current.local_ports if current else None

@@ -27,6 +27,8 @@ class KernelSpec:
     # ipc sockets in the kernel's 0700 directory instead of 127.0.0.1 ports other users reach;
     # False leaves the inventory's rk_kernel_transport (tcp by default) in charge.
     hardened: bool = False
+    # CurveZMQ on the kernel's channels; False leaves rk_kernel_transport_encryption in charge.
+    encrypt: bool = False
 
     def validate(self) -> None:
         base.check_name(self.name)
@@ -50,6 +52,10 @@ class KernelSpec:
             extravars["rk_kernel_cwd"] = self.cwd
         if self.hardened:
             extravars["rk_kernel_transport"] = "ipc"
+        if self.encrypt:
+            extravars["rk_kernel_transport_encryption"] = True
+            if not self.python:  # rk's own venv: brought to an ipykernel that can encrypt
+                extravars["rk_python_ipykernel_version"] = ">=7.3,<8"
         if self.gpus is not None:  # "none" hides every GPU
             extravars["rk_kernel_gpus"] = [] if self.gpus == "none" else self.gpus.split(",")
         return extravars

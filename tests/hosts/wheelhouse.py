@@ -21,13 +21,15 @@ PLATFORMS = ["manylinux2014_x86_64",
 # pip is included so that a host without the venv module can still run pip from its wheel;
 # spyder-kernels in the range of roles/rk_python/defaults/main.yml, for `rk up --spyder`.
 REQUIREMENTS = ("ipykernel", "pip", "spyder-kernels>=3.1.0,<3.2.0")
+# spyder-kernels 3.1 caps ipykernel below 7, so transport encryption (ipykernel >= 7.3) has its own.
+CURVE_REQUIREMENTS = ("ipykernel>=7.3,<8", "pip")
 
 
-def ensure_wheelhouse() -> Path:
-    """Return a cached wheelhouse for REQUIREMENTS, downloading it once per spec."""
+def ensure_wheelhouse(requirements: tuple[str, ...] = REQUIREMENTS) -> Path:
+    """Return a cached wheelhouse for `requirements`, downloading it once per spec."""
     argv = ["download", "--quiet", "--only-binary=:all:", "--implementation", "cp",
             "--python-version", PYTHON_VERSION,
-            *(f"--platform={platform}" for platform in PLATFORMS), *REQUIREMENTS]
+            *(f"--platform={platform}" for platform in PLATFORMS), *requirements]
     key = hashlib.sha256("\0".join(argv).encode()).hexdigest()[:16]
     target = cache_dir() / f"wheelhouse-{key}"
     with open(cache_dir() / f"wheelhouse-{key}.lock", "w") as lock:

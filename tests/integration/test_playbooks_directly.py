@@ -134,7 +134,7 @@ def test_start_kernel_runs_the_interpreter_provision_was_given(make_hosts, tmp_p
         assert started.returncode == 0, started.stdout[-3000:]
         fetch = ansible_playbook("-i", inv, "playbooks/fetch_kernel.yml", "-e", f"rk_kernel_fetch_dir={fetched}")
         assert fetch.returncode == 0, fetch.stdout[-3000:]
-        with ssh_tunnel(group.hosts[0], fetched / "kernel-rk-h1-default.json") as info:
+        with ssh_tunnel(group.hosts[0], fetched / "kernel-rk-h1@default.json") as info:
             assert execute(info, "import sys; print(sys.executable)").strip() == "/usr/bin/python3.11"
     finally:
         ansible_playbook("-i", inv, "playbooks/stop_kernel.yml")

@@ -78,7 +78,7 @@ def test_the_readme_ci_commands_compose_on_a_fresh_host(make_hosts, wheelhouse, 
             stopped = stopped or playbook == "stop_kernel.yml"
             assert run.returncode == 0, f"{command}\n{run.stdout[-4000:]}{run.stderr[-2000:]}"
             if playbook == "fetch_kernel.yml":
-                local = checkout / "kernels" / f"kernel-rk-{host.name}-default.json"
+                local = checkout / "kernels" / f"kernel-rk-{host.name}@default.json"
                 assert stat.S_IMODE(local.stat().st_mode) == 0o600
                 key = json.loads(local.read_text())["key"]
                 with ssh_tunnel(host, local) as info:

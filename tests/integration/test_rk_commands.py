@@ -158,9 +158,9 @@ def test_unknown_host_key_is_refused_until_explicitly_accepted(make_hosts, env, 
     target = f"rk@127.0.0.1:{host.port}"
 
     refused = rk(env, "status", "--host", target, "--json")
-    assert refused.returncode == 4, refused.stderr
+    assert refused.returncode == 1, refused.stderr
     (entry,) = json.loads(refused.stdout)["hosts"]
-    assert entry["status"] == "unreachable" and entry["message"].startswith("unknown host key")
+    assert entry["status"] == "hostkey" and entry["message"].startswith("unknown host key")
     assert known.read_text() == ""
 
     accepted = rk(env, "status", "--host", target, "--accept-new-host-keys", "--json")

@@ -5,7 +5,10 @@ of the host reaches: `other`'s execute_request, signed with a wrong key, is drop
 never answered), but `other` can subscribe to IOPub and read what the owner's cells print.
 That is ZeroMQ's PUB socket: it has no authentication. `rk up --hardened` (transport ipc)
 binds unix sockets inside the kernel's own 0700 directory instead, and rk's tunnel forwards
-local ports to them: `other` cannot even connect, and receives nothing.
+local ports to them: `other` cannot even connect, and receives nothing. `rk up --encrypt`
+(CurveZMQ) keeps tcp but encrypts and authenticates every channel: `other` connects, but no
+handshake completes, so their SUB receives nothing and their requests (even signed with the
+HMAC key) never arrive; the owner's client, through rk's tunnel file, runs code.
 
 `other`'s client runs on the host with the host's python3 and its zmq and jupyter_client
 (the `python` image has Debian's ipykernel).
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+
+import yaml
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.curve_env import curve_wheelhouse
 from tests.kernels import execute
 from tests.reliability.support import SYSTEM_PYTHON, kernels_of, rk, rk_json, wait_until
 
@@ -258,3 +264,51 @@ def tcp_listeners(host, pid: int) -> list[str]:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def encrypted(group, owner):
+    """The owner's kernel `curve` (rk up --encrypt), in rk's own venv from a wheelhouse with
+    ipykernel 7.4 (the host's Debian ipykernel 6.17 cannot encrypt), through rk's tunnel."""
+    inventory = yaml.safe_load(Path(owner["inv"]).read_text())
+    inventory["all"]["vars"] = {"rk_python_wheelhouse": str(curve_wheelhouse())}
+    path = Path(owner["inv"]).with_name("inventory-curve.yml")
+    path.write_text(yaml.safe_dump(inventory))
+    doc = rk_json(owner["env"], "up", "-i", str(path), "--host", "h1", "--name", "curve", "--encrypt")
+    kernel = kernels_of(doc)["curve"]
+    assert kernel["state"] == "alive" and kernel["encrypted"] is True
+    return kernel
+
+
+def test_encrypted_another_user_receives_nothing_and_cannot_get_a_request_through(host, owner, encrypted):
+    info = remote_info(host, encrypted)
+    assert (info["transport"], len(info["curve_secretkey"])) == ("tcp", 40)
+    # `other` somehow has the HMAC key, but not the curve keys: a file of theirs with only that.
+    stolen = f"/tmp/stolen-{uuid.uuid4().hex[:8]}.json"
+    host.exec(f"echo '{json.dumps({'key': info['key']})}' > {stolen} && chown other {stolen}")
+    shell = endpoint(info, "shell")
+    by_other = f"/tmp/run-by-other-{uuid.uuid4().hex[:8]}"
+    for keyfile in ("-", stolen):
+        assert as_user(host, "other", "execute", shell, keyfile, f"open({by_other!r}, 'w').close()").stdout.split() \
+            == ["no", "reply"]
+
+    text = mark()
+    listener = Listener(host, endpoint(info, "iopub"), text)
+    wait_until(lambda: "listening" in listener.lines, "other's subscriber runs")
+    for _ in range(5):  # the owner's cells run and print, through rk's tunnel, encrypted end to end
+        assert execute(Path(encrypted["tunnel_file"]), f"print({text!r})").strip() == text
+    assert listener.stop() == ["listening"], "another user received the encrypted kernel's output"
+    assert host.exec(f"test -e {by_other}", check=False).returncode != 0, "another user's request ran"
+    # The tunnel file carries the keys (0600), so front ends on this machine encrypt too.
+    local = json.loads(Path(encrypted["tunnel_file"]).read_text())
+    assert local["curve_publickey"] == info["curve_publickey"]
+    assert Path(encrypted["tunnel_file"]).stat().st_mode & 0o777 == 0o600
+
+
+def test_encrypt_on_an_ipykernel_too_old_is_refused_in_a_sentence(host, owner):
+    refused = rk(owner["env"], "up", "-i", owner["inv"], "--host", "h1", "--python", SYSTEM_PYTHON,
+                 "--name", "too-old", "--encrypt")
+    assert refused.returncode == 1, refused.stderr
+    assert "CurveZMQ needs ipykernel >= 7.3" in refused.stderr and "ipykernel 6.17" in refused.stderr
+    assert "hint:" in refused.stderr and "Traceback" not in refused.stderr
+    assert kernels_of(rk_json(owner["env"], "status", "-i", owner["inv"], "--host", "h1")).get("too-old") is None

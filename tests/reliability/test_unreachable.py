@@ -1,6 +1,7 @@
 """Case 13: one host of four cannot be reached, in turn by each of four faults. rk status
 answers within ConnectTimeout + 5 s, calls that host unreachable (never its kernel dead),
-reports the others as they are, and exits with the partial code."""
+reports the others as they are, and exits with the partial code. The same bound holds for a
+host whose login takes 8 s (issue 12)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,30 @@ def test_status_with_one_host_unreachable_is_partial_and_in_time(group, started,
             assert hosts[name]["status"] == "ok", hosts[name]
             assert [(k["name"], k["state"], k["pid"]) for k in hosts[name]["kernels"]] == [("default", "alive", pid)]
     assert result.returncode == PARTIAL
+
+
+# The same bound for a host whose login takes 8 s (PAM, as test_slow_login.py): rk's keepalives
+# must let that login through, and still a silent host behind its reused master is reported in time.
+
+@pytest.fixture(scope="module")
+def slow_login(module_hosts, module_user):
+    group = module_hosts(n=1, image="python")
+    group.hosts[0].exec("echo 'session optional pam_exec.so /bin/sleep 8' >> /etc/pam.d/sshd")
+    env = module_user(group.inventory)
+    doc = rk_json(env, "up", "-i", str(group.inventory), "--host", "h1", "--python", SYSTEM_PYTHON, "--no-tunnel")
+    assert by_host(doc)["h1"]["kernels"][0]["state"] == "alive"
+    return group, env
+
+
+@pytest.mark.parametrize("fault", ["dropped", "paused"])
+def test_a_slow_login_host_that_goes_silent_is_unreachable_in_time(slow_login, fault):
+    group, env = slow_login
+    apply, undo = FAULTS[fault]
+    rk_json(env, "status", "-i", str(group.inventory))  # its connection is open and in use
+    apply(group["h1"])
+    try:
+        result = rk_within(env, BOUND_S, "status", "-i", str(group.inventory), "--json")
+    finally:
+        undo(group["h1"])
+    assert result is not None, f"rk status took longer than {BOUND_S} s with the slow host {fault}"
+    assert by_host(json.loads(result.stdout))["h1"]["status"] == "unreachable"

@@ -57,3 +57,24 @@ def test_saved_figures_render_the_same_results(tmp_path):
     report.save(tmp_path / "r.json", res, meta)
     again, meta_again = report.load(tmp_path / "r.json")
     assert report.render(again, meta_again) == report.render(res, meta)
+
+
+def test_peer_rows_render_with_their_targets_and_a_note_on_how_they_were_measured(tmp_path):
+    res = Results()
+    sshpyk = series("sshpyk 1.25, new kernel + 1+1", 1.3, 1.2, 1.4)
+    res.rows = [Row("P6n", "first executed cell, new kernel", "cold", series("rk up (new kernel) + 1+1", 3.6),
+                    sshpyk, 2.0),
+                Row("P6r", "first executed cell, kernel running", "cold",
+                    series("rk up (kernel running) + 1+1", 0.9), sshpyk, 0.75)]
+    meta = {"command": "x", "date": "d", "commit": "c", "load_before": "0", "load_after": "0", "reps": 3, "p6": "v"}
+    text = report.render(res, meta)
+    p6n = next(line for line in text.splitlines() if line.startswith("| P6n "))
+    assert "sshpyk 1.25, new kernel + 1+1: 1.30 s (1.20-1.40)" in p6n
+    assert "| 2.77x | <= 2.0x | **missed** |" in p6n
+    p6r = next(line for line in text.splitlines() if line.startswith("| P6r "))
+    assert "| 0.69x | <= 0.75x | met |" in p6r
+    assert "P6n and P6r compare rk with a peer tool, sshpyk" in text
+    # The shared peer series survives a save and a load.
+    report.save(tmp_path / "r.json", res, meta)
+    again, meta_again = report.load(tmp_path / "r.json")
+    assert report.render(again, meta_again) == text

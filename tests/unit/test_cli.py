@@ -94,6 +94,11 @@ def test_hosts_resolves_ad_hoc_spellings(capsys):
         (["ok", "failed"], ExitCode.PARTIAL),
         (["unreachable", "unreachable"], ExitCode.UNREACHABLE),
         (["failed", "unreachable"], ExitCode.FAILURE),
+        # A refused host key is 1 whatever the others did: never "partial", never "unreachable".
+        (["hostkey"], ExitCode.FAILURE),
+        (["ok", "hostkey"], ExitCode.FAILURE),
+        (["unreachable", "hostkey"], ExitCode.FAILURE),
+        (["ok", "unreachable", "failed", "hostkey"], ExitCode.FAILURE),
         ([], ExitCode.OK),
     ],
 )

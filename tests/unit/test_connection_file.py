@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from rk import connection
 from rk.connection import BadConnectionFile, validate
 
 pytestmark = pytest.mark.fast
@@ -103,3 +104,20 @@ def test_ipc_sockets_in_the_kernels_own_directory_are_accepted(tmp_path):
 def test_hostile_ipc_values_are_rejected(tmp_path, change, kernel_dir, why):
     with pytest.raises(BadConnectionFile, match=why):
         validate(write(tmp_path, IPC | change), kernel_dir=kernel_dir)
+
+
+def _curve_file(tmp_path, **curve):
+    info = {"key": "a" * 64, "signature_scheme": "hmac-sha256", "transport": "tcp", "ip": "127.0.0.1",
+            **{name: 40000 + i for i, name in enumerate(connection.PORT_NAMES)}, **curve}
+    path = tmp_path / "kernel.json"
+    path.write_text(json.dumps(info))
+    return path
+
+
+def test_curve_keys_are_accepted_in_pairs_of_z85_and_refused_otherwise(tmp_path):
+    good = {"curve_publickey": "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", "curve_secretkey": "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"}
+    assert connection.validate(_curve_file(tmp_path, **good))["curve_publickey"] == good["curve_publickey"]
+    for bad in ({"curve_publickey": good["curve_publickey"]}, {**good, "curve_secretkey": "short"},
+                {**good, "curve_publickey": "\"" * 40}, {**good, "curve_secretkey": 12}):
+        with pytest.raises(connection.BadConnectionFile, match="CurveZMQ keys"):
+            connection.validate(_curve_file(tmp_path, **bad))

@@ -81,3 +81,32 @@ def test_extra_vars_reach_ansible_as_unsafe_strings():
     assert yaml.load(text, Loader=Loader) == data  # the same values...
     assert sorted(tagged) == sorted(["rk_kernel_env", "T", "{{ lookup('pipe', 'id') }}", "rk_kernel_all",
                                      "rk_python_packages", "numpy"])  # ...every string tagged
+
+
+def test_keepalives_let_a_20s_login_through():
+    options = ssh_options(ansible_env())
+    assert "ServerAliveInterval=5" in options and "ServerAliveCountMax=3" in options
+
+
+def test_ansible_runs_rks_ssh_wrapper_with_rks_interpreter():
+    import os
+    import sys
+
+    path = ansible_env()["ANSIBLE_SSH_EXECUTABLE"]
+    assert os.access(path, os.X_OK) and os.stat(path).st_mode & 0o077 == 0
+    with open(path) as f:
+        assert f.readline() == f"#!{sys.executable} -IS\n"
+    assert ansible_env()["ANSIBLE_SSH_EXECUTABLE"] == path  # made once, then reused
+
+
+@pytest.mark.parametrize("argv,options,rest", [
+    (["-C", "-o", "ControlMaster=auto", "-tt", "127.0.0.1", "/bin/sh -c 'x'"],
+     ["-C", "-o", "ControlMaster=auto", "-tt"], ["127.0.0.1", "/bin/sh -c 'x'"]),
+    (["-oBatchMode=yes", "-p22", "-vvv", "host"], ["-oBatchMode=yes", "-p22", "-vvv"], ["host"]),
+    (["-O", "check", "host"], ["-O", "check"], ["host"]),
+    (["-o", "X=y", "--", "-host", "cmd"], ["-o", "X=y"], ["-host", "cmd"]),
+])
+def test_the_wrapper_finds_sshs_destination_as_ssh_does(argv, options, rest):
+    from rk.ansible_ssh import split
+
+    assert split(argv) == (options, rest)

@@ -78,6 +78,17 @@ options:
     type: str
     choices: [tcp, ipc]
     default: tcp
+  transport_encryption:
+    description:
+      - With O(state=started), CurveZMQ on all five channels: a key pair made here by the
+        kernel's own pyzmq goes into C(kernel.json) beside the HMAC key (never returned), so
+        other users of the host can neither read IOPub nor complete a connection.
+      - Needs ipykernel 7.3 and jupyter_client 8.9 or newer in the kernel's interpreter (else
+        the call fails saying so) and the same on the front end's side. Checked after the
+        start: every channel must announce CURVE.
+      - A running kernel without encryption is refused, not reused.
+    type: bool
+    default: false
   env:
     description: Environment variables added for the kernel; keys must be identifiers.
     type: dict
@@ -173,6 +184,7 @@ kernels:
       type: dict
     ip: {description: "Address the kernel binds: 127.0.0.1, or the socket path prefix for ipc.", type: str}
     transport: {description: ZeroMQ transport (tcp or ipc)., type: str}
+    encrypted: {description: Whether its connection file carries CurveZMQ keys., type: bool}
     spyder: {description: Whether it is a Spyder kernel., type: bool}
     changed: {description: Whether this call changed this kernel., type: bool}
   sample:
@@ -190,6 +202,7 @@ kernels:
       ports: {shell: 40001, iopub: 40002, stdin: 40003, control: 40004, hb: 40005}
       ip: 127.0.0.1
       transport: tcp
+      encrypted: false
       spyder: false
       changed: true
 """
@@ -245,6 +258,7 @@ ARGUMENT_SPEC = dict(
     state_root=dict(type="path", default="~/.local/state/rk"),
     spyder=dict(type="bool", default=False),
     transport=dict(type="str", default="tcp", choices=list(TRANSPORTS)),
+    transport_encryption=dict(type="bool", default=False),
     env=dict(type="dict", default={}),
     gpus=dict(type="list", elements="str"),
     cwd=dict(type="path"),
@@ -405,26 +419,52 @@ def zmtp_greets(family, address, deadline=HEARTBEAT_DEADLINE_S):
     socket accepts the connection even when the process is stopped (the OS does that), so
     only the greeting tells a live kernel from a frozen one.
     """
+    data = zmtp_exchange(family, address, [(b"", ZMTP_SIGNATURE_LEN)], deadline)
+    return data is not None and data[:1] == b"\xff" and data[9:10] == b"\x7f"
+
+
+def zmtp_exchange(family, address, steps, deadline):
+    """Connect, then for each (send, size) of `steps` send and read `size` bytes, all within
+    `deadline`. What was read, or None if that fails."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.settimeout(deadline)
         sock.connect(address)
         end = time.monotonic() + deadline
         data = b""
-        while len(data) < ZMTP_SIGNATURE_LEN:
-            left = end - time.monotonic()
-            if left <= 0:
-                return False
-            sock.settimeout(left)
-            chunk = sock.recv(ZMTP_SIGNATURE_LEN - len(data))
-            if not chunk:
-                return False
-            data += chunk
-        return data[:1] == b"\xff" and data[9:10] == b"\x7f"
+        for send, size in steps:
+            sock.sendall(send)
+            size += len(data)
+            while len(data) < size:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                sock.settimeout(left)
+                chunk = sock.recv(size - len(data))
+                if not chunk:
+                    return None
+                data += chunk
+        return data
     except (OSError, ValueError):
-        return False
+        return None
     finally:
         sock.close()
+
+
+ZMTP_GREETING_LEN = 64  # signature 10, version 2, mechanism 20, as-server 1, filler 31
+
+
+def zmtp_mechanism(family, address, deadline=HEARTBEAT_DEADLINE_S):
+    """The security mechanism (NULL, PLAIN, CURVE) a ZeroMQ peer announces, or None.
+
+    libzmq sends the rest of its greeting once it has the peer's signature and major version;
+    we send no mechanism of ours, so no handshake is ever attempted."""
+    hello = b"\xff" + b"\0" * 8 + b"\x7f\x03"
+    data = zmtp_exchange(family, address, [(b"", ZMTP_SIGNATURE_LEN),
+                                           (hello, ZMTP_GREETING_LEN - ZMTP_SIGNATURE_LEN)], deadline)
+    if data is None or data[:1] != b"\xff" or data[9:10] != b"\x7f":
+        return None
+    return data[12:32].rstrip(b"\0").decode("ascii", "replace")
 
 
 def listening_ports():
@@ -584,6 +624,12 @@ class Kernel:
     def key(self):
         return (read_json(self.connection_file) or {}).get("key")
 
+    def curve(self):
+        """The CurveZMQ (public, secret) key pair of kernel.json, or None."""
+        info = read_json(self.connection_file) or {}
+        pair = (info.get("curve_publickey"), info.get("curve_secretkey"))
+        return pair if all(pair) else None
+
     def lease_expired(self, rec):
         """A leased kernel whose holder stopped touching its lease file."""
         lease = rec.get("lease_s") if rec else None
@@ -646,11 +692,14 @@ class Kernel:
         st = read_stat(rec["pid"])
         if st is None or st["state"] in ("T", "t"):
             return False
+        return zmtp_greets(*self.address(self.ports()["hb"]))
+
+    def address(self, port):
+        """(socket family, address) of one of the kernel's channels."""
         transport, ip = self.endpoint()
-        port = self.ports()["hb"]
         if transport == "ipc":
-            return zmtp_greets(socket.AF_UNIX, "%s-%d" % (ip, port))
-        return zmtp_greets(socket.AF_INET, (ip, port))
+            return socket.AF_UNIX, "%s-%d" % (ip, port)
+        return socket.AF_INET, (ip, port)
 
     def info(self, state, rec, changed, gpu_usage=None):
         alive = state in ("alive", "starting", "unresponsive")
@@ -675,6 +724,7 @@ class Kernel:
             "ports": self.ports() if alive else None,
             "ip": self.endpoint()[1],
             "transport": self.endpoint()[0],
+            "encrypted": self.curve() is not None,
             "spyder": bool(rec.get("spyder")) if rec else None,
             "changed": changed,
         }
@@ -728,17 +778,19 @@ def kernel_env(params):
     return env
 
 
-def scrub(text, key):
-    text = text.replace(key, "<key>")
+def scrub(text, *secrets_):
+    for secret in secrets_:
+        if secret:
+            text = text.replace(secret, "<key>")
     return re.sub(r"\b[0-9a-fA-F-]{32,}\b", "<hex>", text)
 
 
-def log_tail(kernel, key):
+def log_tail(kernel, *secrets_):
     try:
         with open(kernel.log_file, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-            return scrub(f.read().decode("utf-8", "replace"), key).strip()
+            return scrub(f.read().decode("utf-8", "replace"), *secrets_).strip()
     except (IOError, OSError):
         return ""
 
@@ -757,7 +809,8 @@ def start_hint(tail, params, python):
 
 
 # What a restart needs to start the kernel again as it was.
-LAUNCH_PARAMS = ("python", "spyder", "env", "gpus", "cwd", "extra_args", "lease", "transport")
+LAUNCH_PARAMS = ("python", "spyder", "env", "gpus", "cwd", "extra_args", "lease", "transport",
+                 "transport_encryption")
 
 
 def read_key_file(path):
@@ -775,8 +828,10 @@ def read_key_file(path):
     return key
 
 
-def launch(kernel, params, key=None):
-    """Write the connection file, start the kernel detached, wait for its ports."""
+def launch(kernel, params, key=None, curve=None):
+    """Write the connection file, start the kernel detached, wait for its ports.
+
+    curve: a restart's CurveZMQ key pair, kept (with transport_encryption) like its key."""
     python = resolve_python(params["python"])
     hint_params = params
     # Recorded as resolved, so a restart runs the same interpreter whatever is recorded later.
@@ -785,6 +840,10 @@ def launch(kernel, params, key=None):
     if not os.path.isdir(cwd):
         raise KernelError("cwd %s is not a directory on %s" % (cwd, host_name()))
     key = key or secrets.token_hex(32)
+    if params["transport_encryption"]:
+        curve = curve or curve_keypair(kernel, python, cwd, params)
+    else:
+        curve = None
     entry = "spyder_kernels.console" if params["spyder"] else "ipykernel_launcher"
     argv = [python, "-m", entry, "-f", kernel.connection_file] + list(params["extra_args"])
     argv = outlive_logout(kernel.name) + argv
@@ -792,7 +851,7 @@ def launch(kernel, params, key=None):
     try:
         os.mkdir(kernel.dir, 0o700)
         os.chmod(kernel.dir, 0o700)
-        write_connection_file(kernel, key, params["transport"])
+        write_connection_file(kernel, key, params["transport"], curve)
         proc = spawn(kernel, argv, cwd, params)
         record = start_record(kernel, proc, argv, python, params)
         if params["lease"]:
@@ -804,9 +863,11 @@ def launch(kernel, params, key=None):
         discard(kernel, proc)
         raise storage_error(exc, kernel.dir)
     problem = wait_ready(kernel, proc, params["start_timeout"])
+    if not problem and curve:
+        problem = unencrypted_channels(kernel)
     if problem:
         free = free_bytes(kernel.dir)
-        tail = log_tail(kernel, key)
+        tail = log_tail(kernel, key, curve and curve[1])
         discard(kernel, proc, record)
         if free is not None and free < LOW_SPACE_BYTES:
             raise KernelError("kernel %r on %s %s: the disk of %s is full (%d KiB free)\nhint: %s"
@@ -818,7 +879,7 @@ def launch(kernel, params, key=None):
     return record
 
 
-def write_connection_file(kernel, key, transport="tcp"):
+def write_connection_file(kernel, key, transport="tcp", curve=None):
     # Ports 0: ipykernel binds random free ports itself and rewrites this file (merging
     # what it found), so no other process can take a port between choosing and binding.
     # With ipc it takes the first free socket numbers "<ip>-1", "<ip>-2", ... instead.
@@ -826,6 +887,8 @@ def write_connection_file(kernel, key, transport="tcp"):
     ip = os.path.join(kernel.dir, IPC_PREFIX) if transport == "ipc" else KERNEL_IP
     connection.update(ip=ip, key=key, transport=transport, signature_scheme="hmac-sha256",
                       kernel_name="python3")
+    if curve:
+        connection.update(curve_publickey=curve[0], curve_secretkey=curve[1])
     write_private(kernel.connection_file, json.dumps(connection, indent=2))
 
 
@@ -991,6 +1054,88 @@ def outlive_logout(name):
     return prefix
 
 
+# ---------------------------------------------------------------- transport encryption (CurveZMQ)
+
+# ipykernel 7.3 (PR 1515) binds with the connection file's curve keys; jupyter_client 8.9 (PR
+# 1110) reads them there. Older ones ignore the keys: the kernel would run unencrypted.
+CURVE_NEEDS = (("ipykernel", (7, 3)), ("jupyter_client", (8, 9)))
+# Run by the kernel's interpreter: its versions, and a key pair made by its own libzmq. The
+# pair comes back on a pipe, never on a command line.
+CURVE_PROBE = r"""
+import json, sys
+found = {}
+try:
+    from importlib.metadata import version
+except ImportError:
+    version = None
+for dist in ("ipykernel", "jupyter_client"):
+    try:
+        found[dist] = version(dist)
+    except Exception:
+        found[dist] = None
+try:
+    import zmq
+    found["curve"] = bool(zmq.has("curve"))
+    if found["curve"]:
+        public, secret = zmq.curve_keypair()
+        found["pair"] = [public.decode("ascii"), secret.decode("ascii")]
+except Exception:
+    found["curve"] = False
+json.dump(found, sys.stdout)
+"""
+CURVE_HINT = ("rk up --encrypt brings rk's own venv to ipykernel 7.3 or newer; for an interpreter "
+              "of yours, pip install 'ipykernel>=7.3' into it, or start the kernel without "
+              "encryption (no --encrypt, rk_kernel_transport_encryption: false)")
+
+
+def version_tuple(text):
+    return tuple(int(n) for n in re.findall(r"\d+", text or "")[:2])
+
+
+def curve_keypair(kernel, python, cwd, params):
+    """A fresh (public, secret) CurveZMQ pair from the kernel's interpreter, after checking it
+    can encrypt; a KernelError says what is missing."""
+    try:
+        out = subprocess.run([python, "-c", CURVE_PROBE], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd,
+                             env=kernel_env(params), timeout=params["start_timeout"],
+                             universal_newlines=True).stdout
+        found = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        found = {}
+    found = found if isinstance(found, dict) else {}
+    what = "kernel %r not started on %s with transport encryption" % (kernel.name, host_name())
+    old = ["%s %s" % (dist, found.get(dist) or "(missing)") for dist, least in CURVE_NEEDS
+           if version_tuple(found.get(dist)) < least]
+    if old:
+        raise KernelError("%s: CurveZMQ needs ipykernel >= 7.3 and jupyter_client >= 8.9, but %s "
+                          "has %s\nhint: %s" % (what, python, ", ".join(old), CURVE_HINT))
+    pair = found.get("pair")
+    if not found.get("curve") or not (isinstance(pair, list) and len(pair) == 2):
+        raise KernelError("%s: the pyzmq of %s has no CurveZMQ (its libzmq was built without it)"
+                          "\nhint: pip install a pyzmq wheel from PyPI into it, which has it"
+                          % (what, python))
+    return pair[0], pair[1]
+
+
+def unencrypted_channels(kernel):
+    """None when every channel of a started kernel announces CURVE, else what is wrong."""
+    plain = [port for port, number in sorted(kernel.ports().items())
+             if zmtp_mechanism(*kernel.address(number)) != "CURVE"]
+    if plain:
+        return ("bound %s without CurveZMQ although its connection file has the keys"
+                % ", ".join(plain))
+    return None
+
+
+def check_encryption(kernel, wanted):
+    """A running kernel found for an encrypted start must be encrypted: never a silent downgrade."""
+    if wanted and kernel.curve() is None:
+        raise KernelError("kernel %r runs without transport encryption on %s; stop it first "
+                          "(rk stop) to start it encrypted, or use another name"
+                          % (kernel.name, host_name()))
+
+
 # ---------------------------------------------------------------- actions
 
 
@@ -1081,6 +1226,7 @@ def start(params, check_mode):
     if state == "alive":
         check_key(kernel, key)
         check_transport(kernel, params["transport"])
+        check_encryption(kernel, params["transport_encryption"])
         return {kernel.name: kernel.info(state, rec, False, gpu_memory_by_pid())}
     check_ipc_path(kernel, params["transport"])
     if check_mode:
@@ -1096,6 +1242,7 @@ def start(params, check_mode):
         if state in ("alive", "starting"):
             check_key(kernel, key)
             check_transport(kernel, params["transport"])
+            check_encryption(kernel, params["transport_encryption"])
             return {kernel.name: kernel.info(state, rec, False, gpu_memory_by_pid())}
         if state == "dead":
             kernel.remove(rec, params["stop_timeout"])
@@ -1132,11 +1279,11 @@ def restart(params, check_mode):
     with host_lock(hostdir, lock_timeout(params)):
         kernel, state, rec = running_kernel(params)
         check_private_dir(kernel.dir)
-        key = kernel.key()
+        key, curve = kernel.key(), kernel.curve()
         launch_params = dict(params)
         launch_params.update(rec.get("launch") or {"python": rec.get("python"), "spyder": rec.get("spyder")})
         kernel.remove(rec, params["stop_timeout"])
-        rec = launch(kernel, with_defaults(launch_params), key)
+        rec = launch(kernel, with_defaults(launch_params), key, curve)
         return {kernel.name: kernel.info("alive", rec, True, gpu_memory_by_pid())}
 
 
