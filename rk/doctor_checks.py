@@ -21,10 +21,10 @@ from pathlib import Path
 import yaml
 
 from rk import content, runner
-from rk.errors import explain_unreachable, first_line
+from rk.errors import explain_host_key, explain_unreachable, first_line
 from rk.ssh import Target
 
-LOGIN_WARN_S = 2.0  # rk's keepalives (rk/runner.py) fail a login slower than about 2 s
+LOGIN_WARN_S = 2.0  # every rk command logs in at least once: slow PAM, LDAP or an NFS home shows here
 IMPORT_WARN_S = 3.0  # a kernel slower than this to import ipykernel feels broken in a front end
 FREE_WARN_KIB = 100 * 1024  # kernel state, logs and a venv's pip cache need some room
 INODES_WARN = 1000
@@ -130,7 +130,7 @@ def login_and_probe(target: Target, accept_new: bool, timeout: float) -> tuple[l
         return [Check("ssh", "login", "failed", f"> {timeout:.0f} s", "the login or the checks did not finish in time",
                       "try `ssh` to the host by hand: a slow PAM, LDAP or NFS home shows there")], {}
     if proc.returncode != 0 and not first:
-        cause, hint = explain_unreachable(_ssh_error(err))
+        cause, hint = explain_host_key(_ssh_error(err)) or explain_unreachable(_ssh_error(err))
         return [Check("ssh", "authentication and login", "failed", "", cause, _auth_hint(cause, hint, target))], {}
     accepted = re.search(r"Server accepts key: (.+?)( agent)?$", err, re.MULTILINE)
     how = "agent key" if accepted and ("agent" in accepted.group(0)) else "key"
@@ -140,7 +140,7 @@ def login_and_probe(target: Target, accept_new: bool, timeout: float) -> tuple[l
     login = Check("ssh", "login time", "ok", f"{login_s:.2f} s")
     if login_s > LOGIN_WARN_S:
         login.status = "warning"
-        login.message = f"login takes longer than {LOGIN_WARN_S:.0f} s: rk's keepalives may fail it as unreachable"
+        login.message = f"login takes longer than {LOGIN_WARN_S:.0f} s: every rk command waits for it"
         login.fix = "ask the administrator about slow PAM modules, LDAP or an NFS home; " \
                     "look at ~/.profile or ~/.bashrc on the host for slow commands"
     return [auth, login], parse(first + rest)
