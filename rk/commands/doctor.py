@@ -161,7 +161,7 @@ def spyder_range() -> tuple[str, str]:
     except PackageNotFoundError:
         pass
     defaults = yaml.safe_load((content.content_dir() / "roles/rk_python/defaults/main.yml").read_text())
-    return defaults["rk_python_spyder_kernels_version"], "rk's default (no Spyder installed here)"
+    return defaults["rk_python_spyder_kernels_version"], "rk's default, no Spyder here"
 
 
 def _spyder_check(facts: dict) -> Check:
