@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import select
 import shlex
 import socket
 import subprocess
@@ -119,14 +120,17 @@ def login_and_probe(target: Target, accept_new: bool, timeout: float) -> tuple[l
                        accept_new_host_keys=accept_new, command=["sh", "-c", shlex.quote(remote_script())])
     began = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = ""
     try:
+        # Bounded: a host that hangs mid-login (frozen, a PAM module waiting for ever) must not hang doctor.
+        if not select.select([proc.stdout], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(argv, timeout)
         first = proc.stdout.readline()
         login_s = time.monotonic() - began
         rest, err = proc.communicate(timeout=max(1.0, timeout - login_s))
     except subprocess.TimeoutExpired:
         proc.kill()
-        rest, err = proc.communicate()
-        first = first if "first" in locals() else ""
+        proc.communicate()
         return [Check("ssh", "login", "failed", f"> {timeout:.0f} s", "the login or the checks did not finish in time",
                       "try `ssh` to the host by hand: a slow PAM, LDAP or NFS home shows there")], {}
     if proc.returncode != 0 and not first:
