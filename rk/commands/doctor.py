@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, requires, version
@@ -85,8 +86,6 @@ def host_checks(name: str, selection, options: base.Options) -> list[Check]:
 
 
 def _local_script() -> str:
-    import subprocess
-
     return subprocess.run(["sh", "-c", dc.remote_script()], capture_output=True, text=True, timeout=PER_HOST_S,
                           stdin=subprocess.DEVNULL).stdout
 
