@@ -4,6 +4,7 @@ from rk.commands.base import CommandResult, HostResult, Options
 from rk.commands import kernelspec
 from rk.commands.clean import clean, clean_local
 from rk.commands.console import console, console_argv
+from rk.commands.doctor import doctor
 from rk.commands.fetch import fetch
 from rk.commands.hosts import hosts
 from rk.commands.interrupt import interrupt
@@ -14,5 +15,5 @@ from rk.commands.stop import stop
 from rk.commands.tunnel import tunnel
 from rk.commands.up import KernelSpec, up
 
-__all__ = ["CommandResult", "HostResult", "KernelSpec", "Options", "clean", "clean_local", "console", "console_argv", "fetch", "hosts",
+__all__ = ["CommandResult", "HostResult", "KernelSpec", "Options", "clean", "clean_local", "console", "console_argv", "doctor", "fetch", "hosts",
            "interrupt", "kernelspec", "provision", "restart", "status", "stop", "tunnel", "up"]

@@ -257,6 +257,17 @@ def _confirm(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
+def _add_doctor(sub, common) -> None:
+    p = sub.add_parser("doctor", parents=[common], help="check every layer rk uses, per host, and say what to fix (changes nothing)")
+    _hosts(p, required=False)
+
+
+def _cmd_doctor(args, options):
+    from rk import api
+
+    return api.doctor(args.hosts, options)
+
+
 def _add_completion(sub, common) -> None:
     p = sub.add_parser("completion", help="print the shell code for completion: eval \"$(rk completion bash)\"")
     p.add_argument("shell", choices=["bash", "zsh"])
@@ -282,6 +293,7 @@ COMMANDS = {
     "console": (_add_console, _cmd_console),
     "kernelspec": (_add_kernelspec, _cmd_kernelspec),
     "clean": (_add_clean, _cmd_clean),
+    "doctor": (_add_doctor, _cmd_doctor),
     "completion": (_add_completion, _cmd_completion),
 }
 
@@ -403,6 +415,11 @@ def _print(args, result) -> None:
                       "and its local files, tunnels and kernelspecs")
         if args.local:
             print("this machine: removed rk's tunnels, connection files, kernelspecs, state and cache")
+    elif args.command == "doctor":
+        from rk.commands.doctor import render as render_doctor
+
+        print(render_doctor(result))
+        return  # each failed check names its fix on its own line: no second list on stderr
     elif args.command == "kernelspec":
         rows = [[h.host, k.get("name"), k.get("kernelspec"), k.get("kernelspec_dir", "")] for h in result.hosts for k in h.kernels]
         print(render.table(rows, ["HOST", "KERNEL", "KERNELSPEC", "DIRECTORY"]))

@@ -139,6 +139,7 @@ _PHASES = {
     "rk_kernel/tasks/clean.yml": "removing rk's files",
     "rk_python/tasks/clean.yml": "removing rk's files",
     "rk/commands/tunnel.py": "opening the SSH tunnel",  # rk's own step, after the playbook
+    "rk/commands/doctor.py": "checking every layer",  # rk doctor runs no playbook
 }
 
 
