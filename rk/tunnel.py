@@ -7,14 +7,16 @@ ports after a bounded backoff. It never touches the kernel. It stops on SIGTERM,
 state file is removed or names another process.
 
 The state file holds ports, ssh's argv and the supervisor's pid and start time; never the key.
-A pid is signalled only when the process still has the recorded start time and is a tunnel
-supervisor (pids get reused).
+A pid is signalled only while the supervisor's life lock (`<state>.alive`, flocked by the
+supervisor for as long as it lives, its pid inside) is held with that pid: pids get reused,
+and the lock needs neither /proc nor ps (macOS, WSL).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -135,31 +137,74 @@ def _save(tunnel: Tunnel) -> None:
 
 
 def process_starttime(pid: int) -> str | None:
-    """The kernel's start time of a process (Linux /proc), or `ps`'s elsewhere; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode("ascii", "replace")
-        fields = data[data.rindex(")") + 2:].split()
-        return None if fields[0] in ("Z", "X") else fields[19]
-    except FileNotFoundError:
-        return None
-    except OSError:
-        pass
-    result = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True)
-    return result.stdout.strip() or None
+    """The kernel's start time of a process (Linux /proc), or `ps`'s where /proc is not mounted
+    (macOS); None if gone. Only for supervisors of an older rk, which hold no life lock."""
+    if os.path.exists("/proc/self/stat"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read().decode("ascii", "replace")
+            fields = data[data.rindex(")") + 2:].split()
+            return None if fields[0] in ("Z", "X") else fields[19]
+        except OSError:
+            return None
+    with contextlib.suppress(OSError):
+        result = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True)
+        return result.stdout.strip() or None
+    return None
 
 
 def _cmdline(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    return subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
+    with contextlib.suppress(OSError):
+        return subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True).stdout
+    return ""
+
+
+def _life_lock(tunnel: Tunnel) -> Path:
+    return Path(tunnel.path).with_suffix(".alive")
+
+
+def hold_life_lock(tunnel: Tunnel) -> int | None:
+    """In the supervisor: flock the tunnel's life lock for as long as this process lives, with
+    its pid inside. Whether a supervisor lives is then a question of the lock, which needs no
+    /proc and no ps (macOS, WSL) and cannot be fooled by a reused pid. None: another supervisor
+    of this tunnel kept it for START_TIMEOUT_S (it ends once the state file names another pid)."""
+    fd = os.open(_life_lock(tunnel), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.1)
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def alive(tunnel: Tunnel) -> bool:
-    """Is the recorded supervisor still that very process?"""
-    if not tunnel.pid or not tunnel.starttime:
+    """Is the recorded supervisor still that very process? Its life lock is held, with its pid."""
+    if not tunnel.pid:
         return False
-    return process_starttime(tunnel.pid) == tunnel.starttime and _MARK in _cmdline(tunnel.pid)
+    try:
+        fd = os.open(_life_lock(tunnel), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:  # a supervisor of an older rk: its pid and start time
+        return bool(tunnel.starttime) and process_starttime(tunnel.pid) == tunnel.starttime \
+            and _MARK in _cmdline(tunnel.pid)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False  # nobody holds it: no supervisor lives
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        return holder in ("", str(tunnel.pid))  # "": it has just taken the lock
+    finally:
+        os.close(fd)
 
 
 def listening(port: int) -> bool:
@@ -252,6 +297,8 @@ def stop(tunnel: Tunnel, timeout: float = 10) -> None:
             time.sleep(0.05)
     Path(tunnel.path).unlink(missing_ok=True)
     tunnel.log.unlink(missing_ok=True)
+    if not alive(tunnel):
+        _life_lock(tunnel).unlink(missing_ok=True)
 
 
 def _log_tail(tunnel: Tunnel) -> str:
@@ -335,6 +382,9 @@ def main(argv: list[str]) -> int:
         # Both write the same values.
         tunnel.pid, tunnel.starttime = os.getpid(), process_starttime(os.getpid())
         _save(tunnel)
+    if hold_life_lock(tunnel) is None:
+        print(f"rk.tunnel: another supervisor keeps {path}", file=sys.stderr)
+        return 1
     supervisor = Supervisor(tunnel.argv)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
