@@ -27,17 +27,19 @@ def clean(hosts: list[str], options: base.Options | None = None, yes: bool = Fal
           confirm: Confirm | None = None) -> base.CommandResult:
     options = options or base.Options()
     selection = base.resolve(hosts, options)
-    looked, data = base.run("status", selection, {"rk_kernel_all": True}, options, "clean")
-    base.kernels_of(data, selection, looked)
-    running = [f"{h.host}/{k['name']}" for h in looked.hosts for k in h.kernels if k.get("state") in RUNNING]
-    _ask(running, "kernel(s) still run", "Stop them and remove everything rk put on the host?", yes, confirm)
+    if not yes:  # only a question needs to know what runs: --yes goes straight to the clean run
+        looked, data = base.run("status", selection, {"rk_kernel_all": True}, options, "clean")
+        base.kernels_of(data, selection, looked)
+        running = [f"{h.host}/{k['name']}" for h in looked.hosts for k in h.kernels if k.get("state") in RUNNING]
+        _ask(running, "kernel(s) still run", "Stop them and remove everything rk put on the host?", yes, confirm)
     result, data = base.run("clean", selection, {}, options, "clean")
     base.kernels_of(data, selection, result)
+    specs = kernelspec.installed().values()
     for inventory_name, host in zip(selection.limit, result.hosts):
         if host.status != "ok":
             continue
         forget(inventory_name, [k["name"] for k in host.kernels], "", all_kernels=True)
-        for spec, info in kernelspec.installed().items():
+        for info in specs:
             if info.get("host") in (host.host, inventory_name):
                 shutil.rmtree(info["kernelspec_dir"], ignore_errors=True)
     return result
